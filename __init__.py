@@ -1,0 +1,10 @@
+"""ComfyUI entry point of the EmoCAST node pack.
+
+ComfyUI imports this file from `custom_nodes/<pack>/`; the nodes themselves live in `nodes/`
+(thin glue) and the model code in `emocast/` (plain PyTorch, no ComfyUI import).
+"""
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+WEB_DIRECTORY = "./web/js"
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -1,0 +1,92 @@
+"""`python -m emocast`: the library from the command line, as thin as the nodes.
+
+    python -m emocast demo [--out demo.mp4] [--export-models DIR]
+    python -m emocast generate --image I --audio A --prompt P [--models DIR] --out OUT.mp4
+    python -m emocast verify-checkpoint PATH
+    python -m emocast convert-checkpoint net.pth --out emocast_fp16.safetensors [--dtype fp16]
+
+Errors meant for the user print one line (plus a hint) and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .errors import EmoCASTError
+
+log = logging.getLogger("EmoCAST")
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    from .conditioning import SamplingSettings
+
+    d = SamplingSettings()
+    g = p.add_argument_group("sampling")
+    g.add_argument("--steps", type=int, default=d.steps, help=f"DDIM steps (default {d.steps})")
+    g.add_argument("--cfg", type=float, default=d.cfg_scale, help=f"guidance scale (default {d.cfg_scale})")
+    g.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    g.add_argument("--pose-weight", type=float, default=d.pose_weight, help="scale of the full-frame audio branch")
+    g.add_argument("--face-weight", type=float, default=d.face_weight, help="scale of the face audio branch")
+    g.add_argument("--lip-weight", type=float, default=d.lip_weight, help="scale of the lip audio branch")
+    g.add_argument("--clip-length", type=int, default=d.clip_length, help="frames per clip (default 16)")
+    g.add_argument("--vae-batch", type=int, default=d.vae_batch, help="frames per VAE decode call")
+    g.add_argument("--size", type=int, default=None, help="model resolution (default 512; 128 for the demo)")
+    g.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                   help="compute precision (auto: fp16 on CUDA, fp32 on CPU)")
+    g.add_argument("--device", default="auto", help="torch device (auto: cuda when available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m emocast", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="generate a video on the bundled portrait and speech with tiny random weights "
+                                    "(no download; frames look like noise)")
+    p.add_argument("--out", default="demo.mp4", help="output MP4 (default demo.mp4)")
+    p.add_argument("--export-models", metavar="DIR", default=None,
+                   help="also write the tiny random models into DIR in the ComfyUI models layout")
+    p.add_argument("--steps", type=int, default=4, help="DDIM steps (default 4)")
+
+    p = sub.add_parser("generate", help="generate a talking video from a portrait, speech and an emotion prompt")
+    p.add_argument("--image", required=True, help="portrait image (any size; the face is cropped and pasted back)")
+    p.add_argument("--audio", required=True, help="speech audio (wav, mp3, flac, m4a, ...)")
+    emo = p.add_mutually_exclusive_group(required=True)
+    emo.add_argument("--prompt", help='emotion prompt, e.g. "A person is talking with happy emotion."')
+    emo.add_argument("--emotion-schedule", metavar="FILE",
+                     help="emotion keyframes, one per line: '<seconds> [@intensity]: <prompt>'")
+    p.add_argument("--models", default=None, help="ComfyUI-style models folder (default: ComfyUI's, when found)")
+    p.add_argument("--out", required=True, help="output MP4")
+    p.add_argument("--no-paste-back", action="store_true", help="write the square crop instead of the full image")
+    _add_sampling_args(p)
+
+    p = sub.add_parser("verify-checkpoint", help="check that a file has the EmoCAST net.pth layout (exit 0 if so)")
+    p.add_argument("path", help="net.pth or .safetensors")
+
+    p = sub.add_parser("convert-checkpoint", help="convert net.pth to safetensors (optionally fp16 / bf16)")
+    p.add_argument("path", help="net.pth or .safetensors")
+    p.add_argument("--out", required=True, help="output .safetensors")
+    p.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16", help="stored precision (default fp16)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        from . import commands
+
+        return getattr(commands, args.command.replace("-", "_"))(args) or 0
+    except EmoCASTError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Emotion prompts: CLIP text encoding, presets and emotion-over-time schedules."""
