@@ -1,6 +1,4 @@
 """Shared test setup: offline, deterministic, CPU only, never reading ../shared."""
-import sys
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 import os
 from pathlib import Path
 
