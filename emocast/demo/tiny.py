@@ -76,3 +76,38 @@ def tiny_state_dict(component: str) -> dict[str, torch.Tensor]:
 def config(name: str) -> dict:
     """A bundled tiny config, e.g. config("tiny_unet/config.json")."""
     return json.loads((CONFIGS / name).read_text())
+
+
+def tiny_net(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """The tiny EmoCAST Net (widths 32/64/96/96) with rule weights."""
+    from ..models.config import UNetConfig
+    from ..models.net import EmoCASTNet
+
+    net = EmoCASTNet.build(UNetConfig.from_diffusers(config("tiny_unet/config.json")))
+    net.load_state_dict({k: v.to(dtype) for k, v in tiny_state_dict("net").items()}, strict=True, assign=True)
+    return net.to(device).eval().requires_grad_(False)
+
+
+def tiny_vae(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """The tiny AutoencoderKL (4 levels, 32/32/64/64) with rule weights, as a VAECodec."""
+    from diffusers import AutoencoderKL
+
+    from ..models.vae import VAECodec
+
+    cfg = {k: v for k, v in config("tiny_vae/config.json").items() if not k.startswith("_")}
+    with torch.device("meta"):
+        model = AutoencoderKL(**cfg)
+    model.load_state_dict({k: v.to(dtype) for k, v in tiny_state_dict("vae").items()}, strict=True, assign=True)
+    return VAECodec(model.to(device))
+
+
+def write_tiny_text_encoder(folder: str | Path) -> Path:
+    """The tiny CLIP text encoder as one safetensors file + sidecar config; returns the file."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "emocast_tiny_clip.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_state_dict("text_encoder").items()}, str(path))
+    path.with_suffix(".json").write_text(json.dumps(config("tiny_text_encoder/config.json")))
+    return path

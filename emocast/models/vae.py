@@ -1,0 +1,83 @@
+"""The image autoencoder (sd-vae-ft-mse, diffusers' AutoencoderKL) as the sampler uses it.
+
+The authors scale latents by a hard-coded 0.18215 (not the config's factor), encode the reference
+with the posterior *mean* (no sampling) and decode frame by frame; `VAECodec` does the same, with
+decoding in batches (identical per frame, see the tests). Weights load from a diffusers folder or a
+single file, in diffusers or original (LDM, e.g. vae-ft-mse-840000-ema-pruned.safetensors) naming.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError, MissingModelError
+from ..weights import read_state_dict, sidecar_config
+
+log = logging.getLogger("EmoCAST")
+
+LATENT_SCALE = 0.18215
+VAE_URL = "https://huggingface.co/stabilityai/sd-vae-ft-mse"
+
+
+class VAECodec:
+    """pixels [N, 3, H, W] in [-1, 1] <-> latents [N, 4, H/8, W/8] already scaled by 0.18215."""
+
+    def __init__(self, model):
+        self.model = model.eval().requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.to(self.device, self.dtype)
+        return self.model.encode(x).latent_dist.mean * LATENT_SCALE
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, batch: int = 1) -> torch.Tensor:
+        """Decode `batch` frames per call (memory vs speed); returns [-1, 1]-range pixels (not clamped)."""
+        z = (1 / LATENT_SCALE * latents).to(self.device, self.dtype)
+        return torch.cat([self.model.decode(z[i:i + batch]).sample for i in range(0, z.shape[0], batch)])
+
+
+def default_config() -> dict:
+    return json.loads(resources.files("emocast").joinpath("configs/sd_vae_ft_mse_config.json").read_text())
+
+
+def load_vae(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> VAECodec:
+    """AutoencoderKL from a diffusers folder or one weights file (config: sidecar JSON or sd-vae-ft-mse)."""
+    from diffusers import AutoencoderKL
+
+    path = Path(path)
+    if path.is_dir():
+        weights = next((path / n for n in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+                        if (path / n).is_file()), None)
+        if weights is None or not (path / "config.json").is_file():
+            raise MissingModelError(f"{path} is not a diffusers VAE folder (needs config.json and "
+                                    "diffusion_pytorch_model.safetensors).", hint=f"Download sd-vae-ft-mse from {VAE_URL}.")
+        config = json.loads((path / "config.json").read_text())
+    else:
+        weights, config = path, sidecar_config(path) or default_config()
+    sd = read_state_dict(weights)
+    if any(k.startswith(("encoder.down.", "first_stage_model.")) for k in sd):
+        from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+        sd = convert_ldm_vae_checkpoint(sd, config)
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    with torch.device("meta"):
+        model = AutoencoderKL(**config)
+    missing = set(model.state_dict()) - set(sd)
+    if missing:
+        raise CheckpointError(f"{weights.name} is not an SD VAE: {len(missing)} weights missing "
+                              f"(e.g. {sorted(missing)[:3]}).", hint=f"Use sd-vae-ft-mse ({VAE_URL}).")
+    model.load_state_dict({k: v.to(dtype) for k, v in sd.items() if k in model.state_dict()}, assign=True)
+    return VAECodec(model.to(device))
