@@ -1,0 +1,222 @@
+"""Speed and memory of the EmoCAST sampler (a script, not a test).
+
+    python benchmarks/bench_pipeline.py [--only tiny|realsize|gpu] [--threads 2]
+           [--oracle-tools DIR --oracle-src DIR --oracle-python PY --oracle-models DIR]
+
+Scenarios, each in a fresh subprocess so peak RSS is its own:
+  tiny      the PUBLIC conformance case (tiny rule weights, 128 px, 6 frames, 4 steps, CFG 3.5).
+  realsize  the real-size architecture (2.49 B-parameter Net, SD VAE shapes; weights zero, values do
+            not matter for speed) at --size px, --clip-length frames, --steps steps, CFG, on the CPU.
+  gpu       (CUDA only) real size at 512 px, 16 frames, fp16.
+Reported per scenario: seconds per denoising step (one CFG-batched denoiser call + DDIM step),
+ReferenceNet / VAE times, end-to-end seconds per generated second of video (25 fps), peak RSS (and
+peak CUDA memory). With --oracle-* the authors' own pipeline (shared tools/oracle/bench.py) runs
+the same two CPU scenarios in the same session and the ratios are printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _timed_net(net, vae, rec):
+    """Wrap the denoiser / ReferenceNet / VAE to record wall times (no numeric effect)."""
+    import torch
+
+    def wrap(obj, name, key):
+        orig = getattr(obj, name)
+
+        def timed(*a, **k):
+            sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+            sync()
+            t0 = time.perf_counter()
+            out = orig(*a, **k)
+            sync()
+            rec.setdefault(key, []).append(time.perf_counter() - t0)
+            return out
+        setattr(obj, name, timed)
+
+    wrap(net.denoising_unet, "forward", "denoiser_s")
+    wrap(net.reference_unet, "forward", "reference_s")
+    wrap(vae, "decode", "vae_decode_s")
+    wrap(vae, "encode", "vae_encode_s")
+
+
+def _run(net, vae, face, audio, emotion, settings, rec):
+    import torch
+
+    from emocast.pipeline.clips import generate
+
+    _timed_net(net, vae, rec)
+    steps = []
+    t0 = time.perf_counter()
+    last = [t0]
+
+    def progress(p):
+        now = time.perf_counter()
+        steps.append(now - last[0])
+        last[0] = now
+    video = generate(net, vae, face, audio, emotion, settings, progress=progress)
+    wall = time.perf_counter() - t0
+    rec.update(wall_s=wall, frames=int(video.shape[0]), seconds_of_video=video.shape[0] / 25,
+               s_per_video_second=wall / (video.shape[0] / 25), s_per_step_incl_reference=steps,
+               s_per_denoiser_step=sum(rec["denoiser_s"]) / len(rec["denoiser_s"]),
+               peak_rss_mib=peak_rss_mib())
+    if torch.cuda.is_available():
+        rec["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return rec
+
+
+def worker_tiny(args) -> dict:
+    import torch
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import conformance_pipeline as cp
+
+    from emocast.demo.tiny import tiny_net, tiny_vae, write_tiny_text_encoder
+    from emocast.emotion.text import load_text_encoder
+
+    case = ROOT / "tests/fixtures/cases/PUBLIC"
+    params = json.loads((case / "case.json").read_text())["params"]
+    net, vae = tiny_net(), tiny_vae()
+    text = load_text_encoder(write_tiny_text_encoder(Path(args.tmp) / "te"))
+    face, audio = cp.case_inputs(case, params)
+    emotion = text.encode(params["prompt_emo"])
+    settings = cp.case_settings(params)
+    runs = []
+    for _ in range(args.repeat):
+        runs.append(_run(net, vae, face, audio, emotion, settings, {}))
+    rec = runs[-1]
+    rec["wall_s_all_runs"] = [r["wall_s"] for r in runs]
+    return {"scenario": "tiny", "threads": torch.get_num_threads(), **rec}
+
+
+def worker_realsize(args, device="cpu", dtype_name="fp32") -> dict:
+    import torch
+    from diffusers import AutoencoderKL
+
+    from emocast.conditioning import (AudioFeatures, EmotionConditioning, EmotionKeyframe, FaceConditioning,
+                                      SamplingSettings)
+    from emocast.models.net import EmoCASTNet
+    from emocast.models.vae import VAECodec, default_config
+
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
+    t0 = time.perf_counter()
+    net = EmoCASTNet.build()
+    net = net.to_empty(device=device)
+    for name, p in net.named_parameters():
+        p.data.zero_()
+    from emocast.models.motion import sinusoid_table
+    for name, b in net.named_buffers():
+        b.data.copy_(sinusoid_table(b.shape[1], b.shape[2]))
+    net = net.to(dtype).eval().requires_grad_(False)
+    cfg = {k: v for k, v in default_config().items() if not k.startswith("_")}
+    vae = VAECodec(AutoencoderKL(**cfg).to(device, dtype))
+    build_s = time.perf_counter() - t0
+    s, f = args.size, args.clip_length
+    g = torch.Generator().manual_seed(0)
+    face = FaceConditioning(pixels=torch.rand(3, s, s, generator=g) * 2 - 1,
+                            face_region=torch.zeros(3, s, s),
+                            embedding=torch.randn(512, generator=g),
+                            masks={k: [torch.rand((s // 8 // 2**i) ** 2, generator=g) for i in range(4)]
+                                   for k in ("full", "face", "lip")})
+    frames = f * args.clips
+    audio = AudioFeatures(torch.randn(frames, 12, 768, generator=g) * 0.5, num_frames=frames)
+    emotion = EmotionConditioning((EmotionKeyframe(0.0, torch.randn(77, 768, generator=g)),),
+                                  uncond=torch.randn(77, 768, generator=g))
+    settings = SamplingSettings(steps=args.steps, cfg_scale=args.cfg, clip_length=f, vae_batch=args.vae_batch)
+    rec = _run(net, vae, face, audio, emotion, settings, {"build_s": build_s})
+    return {"scenario": f"realsize-{device}-{dtype_name}", "size": s, "clip_length": f, "steps": args.steps,
+            "threads": torch.get_num_threads(),
+            "net_params": sum(p.numel() for p in net.parameters()), **rec}
+
+
+def run_worker(name: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", name, "--threads", str(args.threads), "--size", str(args.size),
+           "--clip-length", str(args.clip_length), "--steps", str(args.steps), "--cfg", str(args.cfg),
+           "--clips", str(args.clips), "--repeat", str(args.repeat), "--tmp", args.tmp,
+           "--vae-batch", str(args.vae_batch)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"worker {name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_oracle(args) -> dict:
+    """The authors' pipeline on the same scenarios (their bench.py, in their environment)."""
+    out = Path(args.tmp) / "oracle-bench"
+    cmd = [args.oracle_python, str(Path(args.oracle_tools) / "bench.py"), "--src", args.oracle_src,
+           "--models", args.oracle_models, "--out", str(out), "--threads", str(args.threads),
+           "--size", str(args.size), "--clip-length", str(args.clip_length), "--steps", str(args.steps),
+           "--cfg", str(args.cfg), "--clips", str(args.clips),
+           "--case", str(ROOT / "tests/fixtures/cases/PUBLIC"), "--repeat", str(args.repeat)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads((out / "bench.json").read_text())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", choices=["tiny", "realsize", "gpu"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--clip-length", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--cfg", type=float, default=3.5)
+    ap.add_argument("--clips", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=2, help="tiny: runs in one process (the first warms up)")
+    ap.add_argument("--vae-batch", type=int, default=4)
+    ap.add_argument("--tmp", default=os.environ.get("TMPDIR", "/tmp") + "/emocast-bench")
+    ap.add_argument("--oracle-tools", help="shared tools/oracle folder (their bench.py)")
+    ap.add_argument("--oracle-src", default=os.environ.get("ORACLE_SRC"))
+    ap.add_argument("--oracle-python", help="python of the oracle venv")
+    ap.add_argument("--oracle-models", default=os.environ.get("TINY_MODELS"))
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    Path(args.tmp).mkdir(parents=True, exist_ok=True)
+
+    if args.worker:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        rec = {"tiny": worker_tiny, "realsize": worker_realsize,
+               "gpu": lambda a: worker_realsize(a, "cuda", "fp16")}[args.worker](args)
+        print(json.dumps(rec))
+        return
+
+    import torch
+
+    names = [args.only] if args.only else ["tiny", "realsize"] + (["gpu"] if torch.cuda.is_available() else [])
+    results = {n: run_worker(n, args) for n in names}
+    oracle = run_oracle(args) if args.oracle_tools else None
+    print(f"\nEmoCAST sampler benchmark ({args.threads} threads)")
+    for n, r in results.items():
+        print(f"  {r['scenario']:22s} {r['s_per_denoiser_step']:.3f} s/denoiser step, reference "
+              f"{sum(r['reference_s']):.2f} s, VAE decode {sum(r['vae_decode_s']):.2f} s, "
+              f"{r['s_per_video_second']:.1f} s per second of video, peak RSS {r['peak_rss_mib']:.0f} MiB"
+              + (f", peak CUDA {r['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in r else ""))
+    if oracle:
+        print("  authors' pipeline (same machine, same run):")
+        for key, ours in (("public", "tiny"), ("realsize", "realsize")):
+            theirs = oracle.get(key, {})
+            step = theirs.get("s_per_denoising_step") or theirs.get("denoising_unet_s_mean")
+            if step and ours in results:
+                print(f"    {key:10s} {step:.3f} s/step -> ours is {step / results[ours]['s_per_denoiser_step']:.2f}x "
+                      f"faster; peak RSS {theirs.get('peak_rss_mib', float('nan')):.0f} MiB")
+    (Path(args.tmp) / "bench_pipeline.json").write_text(json.dumps({"ours": results, "oracle": oracle}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Where each model lives in a ComfyUI-style models folder, and where users get it.
+
+One table for the nodes (which resolve through ComfyUI's `folder_paths`) and the CLI (which
+searches a models folder itself), so both use the same sub-folders and names.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .errors import MissingModelError
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    key: str                 # folder_paths key == sub-folder of models/
+    what: str                # for messages
+    prefer: tuple[str, ...]  # name fragments tried in order when several files are present
+    source: str              # where to get it
+    folders: bool = False    # Hugging Face folders are accepted too
+
+
+EMOCAST = ModelKind("emocast", "EmoCAST checkpoint (net.pth)", ("emocast", "net"),
+                    "https://huggingface.co/Jmaomao/EmoCAST (net.pth; `python -m emocast convert-checkpoint` "
+                    "makes an fp16 .safetensors)")
+VAE = ModelKind("vae", "SD VAE (sd-vae-ft-mse)", ("ft-mse", "ft_mse", "emocast"),
+                "https://huggingface.co/stabilityai/sd-vae-ft-mse (diffusion_pytorch_model.safetensors) or "
+                "vae-ft-mse-840000-ema-pruned.safetensors", folders=True)
+CLIP = ModelKind("text_encoders", "CLIP ViT-L/14 text encoder", ("clip_l", "clip-vit-large", "emocast"),
+                 "ComfyUI's clip_l.safetensors or https://huggingface.co/openai/clip-vit-large-patch14",
+                 folders=True)
+WAV2VEC2 = ModelKind("audio_encoders", "wav2vec2-base-960h", ("wav2vec2-base-960h", "wav2vec2_base", "wav2vec2",
+                                                               "emocast"),
+                     "https://huggingface.co/facebook/wav2vec2-base-960h (model.safetensors)", folders=True)
+INSIGHTFACE = ModelKind("insightface", "insightface pack (antelopev2)", ("antelopev2", "buffalo_l"),
+                        "the insightface model zoo (antelopev2), unzipped to models/insightface/models/antelopev2/",
+                        folders=True)
+LANDMARKER = ModelKind("mediapipe", "mediapipe face_landmarker.task", ("face_landmarker",),
+                       "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/"
+                       "face_landmarker.task")
+KINDS = (EMOCAST, VAE, CLIP, WAV2VEC2, INSIGHTFACE, LANDMARKER)
+
+
+def comfyui_models_dir() -> Optional[Path]:
+    """ComfyUI's models folder: $COMFYUI_MODELS, or the one above this pack in custom_nodes/."""
+    env = os.environ.get("COMFYUI_MODELS")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if parent.name == "custom_nodes" and (parent.parent / "models").is_dir():
+            return parent.parent / "models"
+    return None
+
+
+def candidates(models_dir: Path, kind: ModelKind) -> list[Path]:
+    folder = Path(models_dir) / kind.key
+    if not folder.is_dir():
+        return []
+    if kind is LANDMARKER:
+        return sorted(folder.rglob("*.task"))
+    found = [p for p in sorted(folder.iterdir())
+             if (p.is_file() and p.suffix in WEIGHT_SUFFIXES) or (kind.folders and p.is_dir())]
+    return found
+
+
+def find_model(models_dir: Path, kind: ModelKind, name: Optional[str] = None) -> Path:
+    """The file (or folder) of `kind` under models_dir: `name` if given, else the preferred candidate."""
+    folder = Path(models_dir) / kind.key
+    if name:
+        p = Path(name)
+        path = p if p.is_absolute() or p.exists() else folder / name
+        if path.exists():
+            return path
+        raise MissingModelError(f"{kind.what} {name!r} not found (looked in {folder}).", hint=f"Get it from {kind.source}.")
+    found = candidates(models_dir, kind)
+    if not found:
+        raise MissingModelError(f"no {kind.what} found: looked in {folder}.", hint=f"Get it from {kind.source}.")
+    for fragment in kind.prefer:
+        for p in found:
+            if fragment in p.name.lower():
+                return p
+    return found[0]
