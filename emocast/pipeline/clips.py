@@ -18,6 +18,7 @@ import torch
 from ..conditioning import AudioFeatures, EmotionConditioning, FaceConditioning, SamplingSettings
 from ..errors import Cancelled, InputError
 from ..models.net import EmoCASTNet
+from ..preprocess.wav2vec2 import stack_neighbours
 from .sampler import ClipInputs, sample_clip
 from .scheduler import DDIMZeroSNR
 
@@ -33,13 +34,6 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
-
-
-def audio_windows(features: torch.Tensor, radius: int = 2) -> torch.Tensor:
-    """[T, L, D] -> [T, 2 * radius + 1, L, D]: frames i-2..i+2 around each frame, clamped at the ends."""
-    t = features.shape[0]
-    idx = (torch.arange(t)[:, None] + torch.arange(-radius, radius + 1)[None, :]).clamp(0, t - 1)
-    return features[idx]
 
 
 def plan_clips(audio: AudioFeatures, clip_length: int) -> int:
@@ -77,7 +71,6 @@ def generate_clips(net: EmoCASTNet, vae, face: FaceConditioning, audio: AudioFea
         face_uncond = net.imageproj(torch.zeros_like(face_emb))[0]
         region = face.face_region.unsqueeze(0).to(**to).expand(f, -1, -1, -1)
         face_features = net.face_locator(region)
-        windows = audio_windows(audio.features)
     masks = {k: [m.reshape(1, -1).to(**to) for m in levels] for k, levels in face.masks.items()}
     source = face.pixels.unsqueeze(0).float()
     generator = torch.Generator("cpu").manual_seed(settings.seed)
@@ -86,7 +79,7 @@ def generate_clips(net: EmoCASTNet, vae, face: FaceConditioning, audio: AudioFea
     for k in range(clips):
         frames = slice(k * f, (k + 1) * f)
         with torch.no_grad():
-            audio_tokens = net.audioproj(windows[frames].to(**to))
+            audio_tokens = net.audioproj(stack_neighbours(audio.features, k * f, (k + 1) * f).to(**to))
         clip = ClipInputs(
             reference=torch.cat([source, motion]).to(device), text=text[frames].to(**to),
             text_uncond=emotion.uncond.to(**to), face_cond=face_cond, face_uncond=face_uncond,
