@@ -1,0 +1,87 @@
+"""The sampler around the networks: determinism, progress, cancel, clip loop, batched decode, dtypes."""
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from emocast.conditioning import AudioFeatures, SamplingSettings
+from emocast.errors import Cancelled, ConfigError, InputError
+from emocast.pipeline.clips import generate_clips
+
+
+def test_public_case_is_reproduced_and_deterministic(tiny_case):
+    first = tiny_case.generate()
+    assert (first - tiny_case.golden).abs().max() < 5e-3
+    assert torch.equal(first, tiny_case.generate())
+
+
+def test_progress_ticks_every_step_of_every_clip_and_cancel_leaves_nothing_behind(tiny_case):
+    audio = AudioFeatures(torch.cat([tiny_case.audio.features] * 2), num_frames=9)  # 2 clips of 6
+    ticks = []
+    tiny_case.generate(audio=audio, steps=2, progress=ticks.append)
+    assert [(t.step, t.total, t.clip, t.clips) for t in ticks] == [(1, 4, 0, 2), (2, 4, 0, 2), (3, 4, 1, 2), (4, 4, 1, 2)]
+
+    calls = []
+
+    def cancel_at_third_step():
+        calls.append(1)
+        return len(calls) == 3
+    with pytest.raises(Cancelled, match="step 3 of 4"):
+        tiny_case.generate(audio=audio, steps=2, should_cancel=cancel_at_third_step)
+    again = tiny_case.generate(audio=audio, steps=2)
+    assert torch.equal(again, tiny_case.generate(audio=audio, steps=2))
+
+
+def test_clip_loop_feeds_motion_frames_and_trims_to_the_audio(tiny_case, monkeypatch):
+    import emocast.pipeline.clips as clips_module
+
+    f = tiny_case.settings.clip_length
+    audio = AudioFeatures(torch.cat([tiny_case.audio.features] * 3), num_frames=2 * f + 1)
+    references, sample = [], clips_module.sample_clip
+    monkeypatch.setattr(clips_module, "sample_clip", lambda net, vae, clip, *a, **k: (
+        references.append(clip.reference.clone()), sample(net, vae, clip, *a, **k))[1])
+    clips = list(generate_clips(tiny_case.net, tiny_case.vae, tiny_case.face, audio, tiny_case.emotion,
+                                replace(tiny_case.settings, steps=1)))
+    assert [c.shape[0] for c in clips] == [f, f, 1]
+    assert all(c.min() >= 0 and c.max() <= 1 and c.dtype == torch.float32 for c in clips)
+    source = tiny_case.face.pixels
+    assert all(torch.equal(r[0], source) for r in references)  # the source image leads every clip
+    assert torch.equal(references[0][1], source) and torch.equal(references[0][2], source)  # clip 0: itself
+    assert torch.equal(references[1][1:], clips[0][-2:] * 2 - 1)  # clip k: clip k-1's last two frames
+    assert torch.equal(references[2][1:], clips[1][-2:] * 2 - 1)
+
+
+def test_features_padded_for_another_clip_length_are_refused(tiny_case):
+    with pytest.raises(InputError, match="padded for another clip length"):
+        tiny_case.generate(clip_length=4)  # the case's features hold 6 frames, 2 clips of 4 need 8
+
+
+def test_settings_are_validated():
+    with pytest.raises(ConfigError, match="32 positions"):
+        SamplingSettings(clip_length=31)
+    with pytest.raises(ConfigError):
+        SamplingSettings(steps=0)
+
+
+def test_batched_vae_decode_equals_frame_by_frame(tiny_case):
+    latents = torch.randn(6, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    one = tiny_case.vae.decode(latents, batch=1)
+    for batch in (2, 4, 6):
+        assert (tiny_case.vae.decode(latents, batch=batch) - one).abs().max() < 1e-5
+
+
+def test_without_guidance_the_conditional_half_alone_runs(tiny_case):
+    video = tiny_case.generate(cfg_scale=1.0, steps=1)
+    assert video.shape == tiny_case.golden.shape and torch.isfinite(video).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_runs_on_cpu(tiny_case, dtype):
+    """The fp16 / bf16 paths (as on a user's GPU) run end to end; their frames stay near fp32's."""
+    from emocast.demo.tiny import tiny_net
+
+    video = tiny_case.generate(net=tiny_net(dtype=dtype), steps=2)
+    ref = tiny_case.generate(steps=2)
+    assert video.dtype == torch.float32 and torch.isfinite(video).all()
+    assert (video - ref).abs().mean() < 0.05
