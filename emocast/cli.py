@@ -59,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=None, help="ComfyUI-style models folder (default: ComfyUI's, when found)")
     p.add_argument("--out", required=True, help="output MP4")
     p.add_argument("--no-paste-back", action="store_true", help="write the square crop instead of the full image")
+    p.add_argument("--face-index", type=int, default=None, help="which face when there are several (0 = leftmost; "
+                                                                "default: the largest)")
+    p.add_argument("--no-face", choices=("error", "whole image"), default="error",
+                   help="what to do when no face is found (default: error)")
+    m = p.add_argument_group("model files (default: the preferred file of each models sub-folder)")
+    m.add_argument("--checkpoint", help="EmoCAST net (models/emocast/)")
+    m.add_argument("--vae", help="SD VAE (models/vae/)")
+    m.add_argument("--clip", help="CLIP ViT-L/14 text encoder (models/text_encoders/)")
+    m.add_argument("--wav2vec2", help="wav2vec2-base-960h (models/audio_encoders/)")
+    m.add_argument("--landmarker", default="auto",
+                   choices=("auto", "mediapipe tasks", "mediapipe face mesh", "insightface 2d106"),
+                   help="face landmarks for the masks (auto: mediapipe when available)")
     _add_sampling_args(p)
 
     p = sub.add_parser("verify-checkpoint", help="check that a file has the EmoCAST net.pth layout (exit 0 if so)")

@@ -31,14 +31,20 @@ class Models:
     landmarker: object
 
 
-def _log_progress(p: Progress, started: float = time.perf_counter()) -> None:
-    if p.step == 1 or p.step == p.total or p.step % max(1, p.total // 10) == 0:
-        log.info("clip %d/%d, step %d/%d (%.0f s)", p.clip + 1, p.clips, p.step, p.total, time.perf_counter() - started)
+def log_progress():
+    """A progress callback that logs about ten lines per run, with the elapsed time."""
+    started = time.perf_counter()
+
+    def report(p: Progress) -> None:
+        if p.step == 1 or p.step == p.total or p.step % max(1, p.total // 10) == 0:
+            log.info("clip %d/%d, step %d/%d (%.0f s)", p.clip + 1, p.clips, p.step, p.total,
+                     time.perf_counter() - started)
+    return report
 
 
 def generate_video(models: Models, image, audio, emotion, out: str | Path, settings: SamplingSettings, *,
                    size: int = 512, paste_back: bool = True, crop_margin: Optional[float] = None,
-                   face_index: Optional[int] = None, no_face: str = "error", fps_log=_log_progress):
+                   face_index: Optional[int] = None, no_face: str = "error", progress=None):
     """Generate `out` (MP4 with the speech) and return its VideoInfo.
 
     image: path / PIL image / array; audio: path or ComfyUI AUDIO dict; emotion: a prompt, or an
@@ -65,7 +71,7 @@ def generate_video(models: Models, image, audio, emotion, out: str | Path, setti
              settings.steps, size)
 
     def frames():
-        for clip in generate_clips(models.net, models.vae, face, features, conditioning, settings, progress=fps_log):
+        for clip in generate_clips(models.net, models.vae, face, features, conditioning, settings, progress=progress or log_progress()):
             clip = clip.permute(0, 2, 3, 1)  # [n, H, W, 3]
             if paste_back and face.crop is not None and face.source is not None:
                 clip, _ = crop.paste_back(clip, face.crop, face.source)

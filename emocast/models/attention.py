@@ -25,6 +25,15 @@ def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, head
     return out.transpose(1, 2).reshape(b, lq, c)
 
 
+def _keys_values(module: nn.Module, cache: dict | None, compute):
+    """compute() once per cache (one clip: the context is the same at every step), else every call."""
+    if cache is None:
+        return compute()
+    if module not in cache:
+        cache[module] = compute()
+    return cache[module]
+
+
 class Attention(nn.Module):
     """Multi-head attention: self-attention when `context` is None, else cross-attention."""
 
@@ -38,10 +47,11 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim or query_dim, inner, bias=False)
         self.to_out = nn.ModuleList([nn.Linear(inner, out_dim or query_dim)])
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, cache: dict | None = None) -> torch.Tensor:
+        """`cache` keeps the keys / values of a context that does not change between denoising steps."""
         context = x if context is None else context
-        out = multi_head_attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads)
-        return self.to_out[0](out)
+        k, v = _keys_values(self, cache, lambda: (self.to_k(context), self.to_v(context)))
+        return self.to_out[0](multi_head_attention(self.to_q(x), k, v, self.heads))
 
 
 class FaceTokenProjection(nn.Module):
@@ -66,12 +76,13 @@ class TextGuidedEmotiveAttention(Attention):
         super().__init__(query_dim, heads, head_dim, context_dim)
         self.processor = FaceTokenProjection(context_dim, heads * head_dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, context: torch.Tensor, cache: dict | None = None) -> torch.Tensor:  # type: ignore[override]
         text, face = context[:, :-FACE_TOKENS], context[:, -FACE_TOKENS:]
+        ip = self.processor
+        k, v, face_k, face_v = _keys_values(self, cache, lambda: (self.to_k(text), self.to_v(text),
+                                                                  ip.to_k_ip[0](face), ip.to_v_ip[0](face)))
         q = self.to_q(x)
-        out = multi_head_attention(q, self.to_k(text), self.to_v(text), self.heads)
-        face_k, face_v = self.processor.to_k_ip[0](face), self.processor.to_v_ip[0](face)
-        out = out + multi_head_attention(q, face_k, face_v, self.heads)
+        out = multi_head_attention(q, k, v, self.heads) + multi_head_attention(q, face_k, face_v, self.heads)
         return self.to_out[0](out)
 
 

@@ -55,9 +55,15 @@ class EmotiveAudioAttention(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
 
-    def forward(self, x: torch.Tensor, drive: AudioDrive) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, drive: AudioDrive, cache: dict | None = None) -> torch.Tensor:
+        """`cache` (one per clip) keeps what depends on the drive only: the same at every step."""
         x = self.attn1(self.norm1(x)) + x
-        emotional_audio = self.postnorm_audioemo(self.attn_audioemo(drive.emotion, drive.audio))
+        if cache is not None and self in cache:
+            emotional_audio = cache[self]
+        else:
+            emotional_audio = self.postnorm_audioemo(self.attn_audioemo(drive.emotion, drive.audio))
+            if cache is not None:
+                cache[self] = emotional_audio
         h = self.norm2(x)
         b, n, c = x.shape
         side = int(round(n ** 0.5))
@@ -65,7 +71,7 @@ class EmotiveAudioAttention(nn.Module):
         for attn, conv, mask in zip((self.attn2_0, self.attn2_1, self.attn2_2),
                                     (self.zero_conv_full, self.zero_conv_face, self.zero_conv_lip),
                                     ("full", "face", "lip")):
-            y = attn(h, emotional_audio) * drive.masks[mask][self.level][:, :, None]
+            y = attn(h, emotional_audio, cache) * drive.masks[mask][self.level][:, :, None]
             y = conv(y.reshape(b, side, side, c).permute(0, 3, 1, 2))
             branches.append(y.permute(0, 2, 3, 1).reshape(b, n, c))
         (w_pose, w_face, w_lip), (full, face, lip) = drive.weights, branches
@@ -87,11 +93,11 @@ class EmotiveAudioModule(nn.Module):
         self.transformer_blocks = nn.ModuleList([EmotiveAudioAttention(inner, heads, level)])
         self.proj_out = nn.Conv2d(inner, channels, 1)
 
-    def forward(self, x: torch.Tensor, drive: AudioDrive) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, drive: AudioDrive, cache: dict | None = None) -> torch.Tensor:
         b, _, hgt, wid = x.shape
         h = self.proj_in(self.norm(x))
         inner = h.shape[1]
         h = h.permute(0, 2, 3, 1).reshape(b, hgt * wid, inner)
-        h = self.transformer_blocks[0](h, drive)
+        h = self.transformer_blocks[0](h, drive, cache)
         h = h.reshape(b, hgt, wid, inner).permute(0, 3, 1, 2).contiguous()
         return self.proj_out(h) + x

@@ -88,7 +88,7 @@ class UNetConfig:
     @classmethod
     def sd15(cls) -> "UNetConfig":
         """The bundled SD1.5 UNet config (no download needed)."""
-        text = resources.files("emocast").joinpath("configs/sd15_unet_config.json").read_text()
+        text = resources.files(__package__.rpartition(".")[0]).joinpath("configs/sd15_unet_config.json").read_text()
         return cls.from_diffusers(json.loads(text))
 
     @classmethod

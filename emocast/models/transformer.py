@@ -67,7 +67,7 @@ class SpatialTransformerBlock(nn.Module):
         self.bank_key = ""  # set by the owning UNet to the block's module path
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, *, write: dict | None = None,
-                read: ReferenceBank | None = None) -> torch.Tensor:
+                read: ReferenceBank | None = None, cache: dict | None = None) -> torch.Tensor:
         h = self.norm1(x)
         if write is not None:
             write[self.bank_key] = h
@@ -77,7 +77,7 @@ class SpatialTransformerBlock(nn.Module):
             x = self._attend_with_reference(h, x, read)
         if context.shape[0] != x.shape[0]:  # writer: tile [u, c] over its [r, m1, m2] x halves batch
             context = context.repeat(x.shape[0] // context.shape[0], 1, 1)
-        x = self.attn2(self.norm2(x), context) + x
+        x = self.attn2(self.norm2(x), context, cache) + x
         return self.ff(self.norm3(x)) + x
 
     def _attend_with_reference(self, h: torch.Tensor, x: torch.Tensor, bank: ReferenceBank) -> torch.Tensor:

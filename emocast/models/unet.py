@@ -36,6 +36,7 @@ class DenoiseInputs:
     drive:    per-frame audio, emotion query, masks and branch weights.
     bank:     the ReferenceNet's tokens of this clip.
     frames:   F, frames per CFG half.
+    cache:    keys / values of contexts that stay the same at every step of the clip (None: no reuse).
     """
 
     context: torch.Tensor
@@ -43,6 +44,7 @@ class DenoiseInputs:
     drive: AudioDrive
     bank: ReferenceBank
     frames: int
+    cache: Optional[dict] = None
 
 
 def _motion_features(bank: ReferenceBank, key: str, hgt: int, wid: int) -> torch.Tensor:
@@ -93,9 +95,10 @@ class UNetLevel(nn.Module):
             x = resnet(x, temb)
             if hasattr(self, "attentions"):
                 attn = self.attentions[i]
-                x = attn(x, context, write=write, read=inputs.bank if inputs else None)
+                x = attn(x, context, write=write, read=inputs.bank if inputs else None,
+                         cache=inputs.cache if inputs else None)
                 if inputs is not None:
-                    x = self.audio_modules[i](x, inputs.drive)
+                    x = self.audio_modules[i](x, inputs.drive, inputs.cache)
                     motion = _motion_features(inputs.bank, attn.first_block_key, *x.shape[-2:])
                     x = self.motion_modules[i](x, motion, inputs.frames)
             outputs.append(x)
@@ -121,9 +124,10 @@ class MidLevel(nn.Module):
 
     def forward(self, x, temb, context, write=None, inputs: DenoiseInputs | None = None):
         x = self.resnets[0](x, temb)
-        x = self.attentions[0](x, context, write=write, read=inputs.bank if inputs else None)
+        x = self.attentions[0](x, context, write=write, read=inputs.bank if inputs else None,
+                               cache=inputs.cache if inputs else None)
         if inputs is not None:
-            x = self.audio_modules[0](x, inputs.drive)
+            x = self.audio_modules[0](x, inputs.drive, inputs.cache)
             motion = _motion_features(inputs.bank, self.attentions[0].first_block_key, *x.shape[-2:])
             x = self.motion_modules[0](x, motion, inputs.frames)
         return self.resnets[1](x, temb)

@@ -50,7 +50,7 @@ class VAECodec:
 
 
 def default_config() -> dict:
-    return json.loads(resources.files("emocast").joinpath("configs/sd_vae_ft_mse_config.json").read_text())
+    return json.loads(resources.files(__package__.rpartition(".")[0]).joinpath("configs/sd_vae_ft_mse_config.json").read_text())
 
 
 def load_vae(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> VAECodec:

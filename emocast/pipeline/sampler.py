@@ -90,7 +90,7 @@ def sample_clip(net: EmoCASTNet, vae, clip: ClipInputs, noise: torch.Tensor, *, 
     tokens = net.reference_unet(reference_latents(vae, clip.reference).to(dtype).repeat(halves, 1, 1, 1), ref_ctx)
     # The authors' reader keeps these tokens in float16 even in fp32 runs (FACT 13b); bf16 stays bf16.
     bank = ReferenceBank(tokens, halves, cfg).to(torch.bfloat16 if dtype == torch.bfloat16 else torch.float16)
-    inputs = DenoiseInputs(context=context, face=face, drive=drive, bank=bank, frames=f)
+    inputs = DenoiseInputs(context=context, face=face, drive=drive, bank=bank, frames=f, cache={})
 
     latents = noise
     for i, t in enumerate(scheduler.timesteps(steps)):
