@@ -75,6 +75,9 @@ def find_pack(path, pack: Optional[str] = None) -> Path:
     for cand in looked + ([root] if pack is None else []):
         if _has_onnx(cand):
             return cand
+    others = [d for base in (root, root / "models") if base.is_dir() for d in sorted(base.iterdir()) if _has_onnx(d)]
+    if pack is None and len(others) == 1:  # one pack under another name: use it
+        return others[0]
     raise MissingModelError(f"no insightface pack ({pack or ' or '.join(PACKS)}) with .onnx files under {root}; "
                             f"looked in {', '.join(map(str, looked))}.", hint=PACK_HINT)
 
