@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .. import bundled_config
 from .tiny import config, rule_value, tiny_net, tiny_state_dict, tiny_vae, write_tiny_text_encoder
 
 #: Resolution of the tiny demo (a multiple of 64; the real model runs at 512).
@@ -29,9 +30,8 @@ NET_FILE = "emocast_tiny.safetensors"
 
 
 def demo_wav2vec2_config() -> dict:
-    from importlib import resources
-
-    base = json.loads(resources.files("emocast").joinpath("configs/wav2vec2_base_960h.json").read_text())
+    
+    base = bundled_config("wav2vec2_base_960h.json")
     return {**base, "intermediate_size": 512, "conv_dim": [32] * 7}
 
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
-from importlib import resources
 from pathlib import Path
 
 import torch
 
+from .. import bundled_config
 from ..conditioning import EmotionConditioning, EmotionKeyframe
 from ..errors import CheckpointError, MissingModelError
 from ..weights import read_state_dict, sidecar_config
@@ -47,7 +47,7 @@ EXTRA_PREFIXES = ("vision_model.",)
 
 def default_config() -> dict:
     """The real CLIP ViT-L/14 text config (openai/clip-vit-large-patch14)."""
-    return json.loads(resources.files("emocast").joinpath("configs/clip_vit_large_patch14_text.json").read_text())
+    return bundled_config("clip_vit_large_patch14_text.json")
 
 
 def load_tokenizer():

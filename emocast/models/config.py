@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields
-from importlib import resources
 from pathlib import Path
 
+from .. import bundled_config
 from ..errors import ConfigError
 
 SD15_DOWN = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
@@ -88,8 +88,7 @@ class UNetConfig:
     @classmethod
     def sd15(cls) -> "UNetConfig":
         """The bundled SD1.5 UNet config (no download needed)."""
-        text = resources.files(__package__.rpartition(".")[0]).joinpath("configs/sd15_unet_config.json").read_text()
-        return cls.from_diffusers(json.loads(text))
+        return cls.from_diffusers(bundled_config("sd15_unet_config.json"))
 
     @classmethod
     def from_shapes(cls, shapes: dict[str, tuple[int, ...]], prefix: str = "denoising_unet.") -> "UNetConfig":

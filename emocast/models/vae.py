@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-from importlib import resources
 from pathlib import Path
 
 import torch
 
+from .. import bundled_config
 from ..errors import CheckpointError, MissingModelError
 from ..weights import read_state_dict, sidecar_config
 
@@ -50,7 +50,7 @@ class VAECodec:
 
 
 def default_config() -> dict:
-    return json.loads(resources.files(__package__.rpartition(".")[0]).joinpath("configs/sd_vae_ft_mse_config.json").read_text())
+    return bundled_config("sd_vae_ft_mse_config.json")
 
 
 def load_vae(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> VAECodec:

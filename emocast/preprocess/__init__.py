@@ -1,20 +1,11 @@
-"""Preprocessing of the inputs. Face half: the reference photo -> FaceConditioning (crop, identity,
-landmarks, masks).
+"""Preprocessing of the user's inputs, one module per concern (import them directly):
 
-Import the submodules directly (`emocast.preprocess.face`, `.masks`, `.crop`, `.landmarks`); the
-names below are the usual entry points. insightface / mediapipe are imported only when used.
+face.py       photo -> FaceConditioning (detect, pick, crop, identity embedding, landmarks, masks)
+landmarks.py  478-point landmarks (mediapipe Tasks / legacy face mesh) or insightface 2d106
+masks.py      the authors' lip / face / background masks and their pyramids
+crop.py       any image mode -> RGB, square face crop, feathered paste-back
+audio.py      speech from a file or ComfyUI AUDIO: decode, mono, 16 kHz, checks, fit to frames
+wav2vec2.py   wav2vec2 features at the video frame rate, in bounded memory
+
+Nothing heavy is imported here, so a missing optional package only affects the module needing it.
 """
-from .crop import paste_back, square_box, to_rgb_float
-from .face import FaceAnalyser, choose_face, find_pack, prepare_face
-from .landmarks import Landmarks, load_landmarker
-from .masks import mask_maps, mask_pyramids, pixel_values
-
-__all__ = ["FaceAnalyser", "Landmarks", "choose_face", "find_pack", "load_landmarker", "mask_maps",
-           "mask_pyramids", "paste_back", "pixel_values", "prepare_face", "square_box", "to_rgb_float"]
-
-# Speech -> wav2vec2 features (librosa / PyAV / transformers are imported only when used).
-from .audio import Speech, as_comfy_audio, fit_audio, load_speech  # noqa: E402
-from .wav2vec2 import Windowing, extract_features, load_wav2vec2, stack_neighbours  # noqa: E402
-
-__all__ += ["Speech", "Windowing", "as_comfy_audio", "extract_features", "fit_audio", "load_speech",
-            "load_wav2vec2", "stack_neighbours"]

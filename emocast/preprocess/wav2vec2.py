@@ -38,13 +38,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import CONFIGS
 from ..conditioning import FPS, AudioFeatures
 from ..errors import CheckpointError, ConfigError, InputError, MissingModelError
 from .audio import SAMPLE_RATE, Speech, check_samples, frame_count
 
 log = logging.getLogger("EmoCAST")
 
-BASE_960H_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "wav2vec2_base_960h.json"
+BASE_960H_CONFIG = CONFIGS / "wav2vec2_base_960h.json"
 WAV2VEC2_URL = "https://huggingface.co/facebook/wav2vec2-base-960h"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _HEADS = ("lm_head.", "quantizer.", "project_q.", "project_hid.", "classifier.", "projector.")

@@ -1,0 +1,289 @@
+"""The one adapter between the EmoCAST nodes and ComfyUI: the only module that imports the host.
+
+Model folders (registered with `folder_paths.add_model_folder_path`, so extra_model_paths.yaml
+keeps working), devices and dtypes from `comfy.model_management`, ModelPatcher wrapping, memory
+checks, the progress bar + Cancel, and ComfyUI's VAE behind the library's codec interface.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.utils
+import folder_paths
+
+from ..emocast import model_files
+from ..emocast.errors import InputError, MissingModelError
+from ..emocast.models.vae import LATENT_SCALE
+from .types import LOGGER
+
+log = logging.getLogger(LOGGER)
+
+#: Landmarker choices that need no file (then every .task file found in the mediapipe folders).
+LANDMARKER_AUTO, LANDMARKER_MESH, LANDMARKER_IF106 = "auto", "mediapipe face mesh", "insightface 2d106"
+#: Dtype choices of the model loaders.
+DTYPE_AUTO = "auto"
+DTYPES = (DTYPE_AUTO, "fp16", "bf16", "fp32")
+_TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+# ---------------------------------------------------------------------------------------------- folders
+
+def register_model_folders() -> None:
+    """models/<key> for every model kind; appends, so paths from extra_model_paths.yaml stay first."""
+    for kind in model_files.KINDS:
+        folder_paths.add_model_folder_path(kind.key, os.path.join(folder_paths.models_dir, kind.key))
+
+
+def _folders(kind: model_files.ModelKind) -> list[str]:
+    try:
+        return list(folder_paths.get_folder_paths(kind.key))
+    except KeyError:
+        return []
+
+
+def weight_files(kind: model_files.ModelKind) -> list[str]:
+    """Weights files of a kind for a combo (our own keys accept any extension: filter them here)."""
+    try:
+        names = folder_paths.get_filename_list(kind.key)
+    except KeyError:
+        return []
+    return sorted(n for n in names if n.lower().endswith(model_files.WEIGHT_SUFFIXES))
+
+
+def missing_model(kind: model_files.ModelKind, name: str, folders: Sequence[str]) -> MissingModelError:
+    where = ", ".join(folders) or f"models/{kind.key} (no such folder is registered)"
+    return MissingModelError(
+        f"{kind.what} {name!r} not found; searched {where}.",
+        hint=f"Get it from {kind.source}; put it in one of those folders (or list your own folder under "
+             f"'{kind.key}:' in extra_model_paths.yaml), then press R in ComfyUI to refresh the lists.")
+
+
+def resolve_file(kind: model_files.ModelKind, name: str) -> Path:
+    """Full path of a file chosen in a combo; MissingModelError names the file, folders and source."""
+    if not name:
+        raise missing_model(kind, "(none selected)", _folders(kind))
+    path = folder_paths.get_full_path(kind.key, name)
+    if path is None:
+        raise missing_model(kind, name, _folders(kind))
+    return Path(path)
+
+
+def _pack_roots() -> list[Path]:
+    """models/insightface/models (insightface's own layout) first, then models/insightface itself."""
+    folders = [Path(f) for f in _folders(model_files.INSIGHTFACE)]
+    return [f / "models" for f in folders] + folders
+
+
+def _is_pack(d: Path) -> bool:
+    return d.is_dir() and d.name != "models" and (any(d.glob("*.onnx")) or any(d.glob("*/*.onnx")))
+
+
+def insightface_packs() -> list[str]:
+    """Pack folders with .onnx files (antelopev2 first); some zips nest the folder twice, find_pack copes."""
+    found = []
+    for root in _pack_roots():
+        if root.is_dir():
+            found += [d.name for d in sorted(root.iterdir()) if _is_pack(d)]
+    return sorted(dict.fromkeys(found), key=lambda n: (n not in model_files.INSIGHTFACE.prefer, n))
+
+
+def resolve_pack(name: str) -> Path:
+    for root in _pack_roots():
+        if _is_pack(root / name):
+            return root / name
+    raise missing_model(model_files.INSIGHTFACE, name, [str(r) for r in _pack_roots()])
+
+
+def task_files() -> list[str]:
+    """mediapipe .task files in the registered mediapipe folders (relative names)."""
+    found = []
+    for folder in _folders(model_files.LANDMARKER):
+        if os.path.isdir(folder):
+            found += [p.relative_to(folder).as_posix() for p in sorted(Path(folder).rglob("*.task"))]
+    return sorted(dict.fromkeys(found))
+
+
+def resolve_task(name: str) -> Path:
+    for folder in _folders(model_files.LANDMARKER):
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    raise missing_model(model_files.LANDMARKER, name, _folders(model_files.LANDMARKER))
+
+
+def landmarker_choices() -> list[str]:
+    return [LANDMARKER_AUTO, LANDMARKER_MESH, LANDMARKER_IF106] + task_files()
+
+
+# ---------------------------------------------------------------------------------------------- devices
+
+def compute_device() -> torch.device:
+    return mm.get_torch_device()
+
+
+def offload_device() -> torch.device:
+    return mm.unet_offload_device()
+
+
+def intermediate_device() -> torch.device:
+    return mm.intermediate_device()
+
+
+def resolve_dtype(choice: str, device: Optional[torch.device] = None) -> torch.dtype:
+    """auto: fp16 on CUDA, fp32 elsewhere (CPU fp16 is slow and not what the authors ran)."""
+    if choice == DTYPE_AUTO:
+        device = device or compute_device()
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    if choice not in _TORCH_DTYPES:
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {choice!r}.")
+    return _TORCH_DTYPES[choice]
+
+
+class Managed(torch.nn.Module):
+    """A library module as ComfyUI's ModelPatcher sees it.
+
+    The patcher writes bookkeeping attributes (`device`, `model_loaded_weight_memory`, ...) on the
+    module it manages; the library's modules expose `device` as a read-only property, so the
+    patcher manages this holder and moving the holder moves the module inside.
+    """
+
+    def __init__(self, module: torch.nn.Module, device: torch.device):
+        super().__init__()
+        self.inner = module
+        self.device = device
+
+
+def manage(module: torch.nn.Module) -> object:
+    """A ModelPatcher (CoreModelPatcher where the host has it) for a module loaded on the offload device."""
+    patcher_class = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+    named = type(type(module).__name__, (Managed,), {})  # ComfyUI logs "Requested to load <class name>"
+    holder = named(module, offload_device())
+    patcher = patcher_class(holder, load_device=compute_device(), offload_device=offload_device())
+    if hasattr(mm, "archive_model_dtypes"):  # newer ComfyUI (dynamic VRAM) records the weights' dtypes
+        mm.archive_model_dtypes(holder)
+    return patcher
+
+
+def gib(nbytes: float) -> str:
+    return f"{nbytes / 2 ** 30:.2f} GiB"
+
+
+def load_models(patchers: Sequence[object], memory_required: int) -> None:
+    """Load our (plain torch.nn) models fully onto the compute device, ComfyUI freeing others first.
+
+    Fails early, before any model is moved, when the device cannot hold the models plus
+    `memory_required` bytes of working memory even with everything else unloaded.
+    """
+    device = compute_device()
+    weights = sum(p.model_size() for p in patchers)
+    total = mm.get_total_memory(device)
+    if total and weights + memory_required > total:
+        raise InputError(
+            f"not enough memory on {device}: the models need {gib(weights)} and sampling about "
+            f"{gib(memory_required)} more, but the device has {gib(total)} in all.",
+            hint="Lower resolution (e.g. 384) or frames_per_clip, use dtype fp16, or run on a larger GPU.")
+    mm.load_models_gpu(list(patchers), memory_required=memory_required, force_full_load=True)
+    free = mm.get_free_memory(device)
+    if free < memory_required:
+        raise InputError(
+            f"not enough free memory on {device}: sampling needs about {gib(memory_required)}, "
+            f"{gib(free)} is free after loading the models.",
+            hint="Close other programs using the device, lower resolution or frames_per_clip, or start "
+                 "ComfyUI with --lowvram so other models are unloaded more eagerly.")
+
+
+def empty_cache() -> None:
+    mm.soft_empty_cache()
+
+
+# ---------------------------------------------------------------------------------------------- progress
+
+def check_interrupt() -> None:
+    """Raise ComfyUI's InterruptProcessingException when the user pressed Cancel."""
+    mm.throw_exception_if_processing_interrupted()
+
+
+class Progress:
+    """ComfyUI's progress bar over `total` steps; every update is also a Cancel point."""
+
+    def __init__(self, total: int, node_id: Optional[str] = None):
+        self.bar = comfy.utils.ProgressBar(total, node_id=node_id)
+        self.total = total
+
+    def step(self, done: int, preview: Optional[torch.Tensor] = None) -> None:
+        check_interrupt()
+        self.bar.update_absolute(done, self.total, None if preview is None else _preview(preview))
+
+
+def _preview(frame: torch.Tensor, max_size: int = 512):
+    """("JPEG", PIL image, max size) of an [H, W, 3] 0..1 frame, as ComfyUI's previews."""
+    from PIL import Image
+
+    pixels = (frame.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return ("JPEG", Image.fromarray(pixels), max_size)
+
+
+# ---------------------------------------------------------------------------------------------- VAE
+
+class HostVAECodec:
+    """ComfyUI's VAE (core VAELoader) behind the library's codec interface.
+
+    encode(pixels [N, 3, H, W] in [-1, 1]) -> latents * 0.18215, the posterior mean (ComfyUI's
+    DiagonalGaussianRegularizer returns the mode = mean, unscaled); decode(latents, batch) ->
+    [-1, 1] pixels. ComfyUI computes in its own VAE dtype (fp32 on CPU; bf16 on recent GPUs,
+    --fp32-vae / --fp16-vae change it) and returns results on its intermediate device; they go
+    back to the caller's device. Each call lets ComfyUI load the VAE, which may unload other
+    models when memory is short, so `keep_loaded` patchers are reloaded after every call.
+    """
+
+    def __init__(self, vae, keep_loaded: Sequence[object] = ()):
+        self.vae = vae
+        self.keep_loaded = list(keep_loaded)
+
+    def _restore(self) -> None:
+        if self.keep_loaded:
+            mm.load_models_gpu(self.keep_loaded, force_full_load=True)
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        images = ((pixels.float() + 1) / 2).movedim(1, -1)  # ComfyUI takes [N, H, W, 3] in 0..1 (and maps x*2-1)
+        latents = self.vae.encode(images)
+        self._restore()
+        return (latents.float() * LATENT_SCALE).to(pixels.device)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, batch: int = 1) -> torch.Tensor:
+        z = latents.float() / LATENT_SCALE
+        out = torch.cat([self.vae.decode(z[i:i + batch]) for i in range(0, z.shape[0], batch)])
+        self._restore()
+        return (out.movedim(-1, 1) * 2 - 1).to(latents.device)  # ComfyUI returns [N, H, W, 3] clamped 0..1
+
+
+@dataclass(frozen=True)
+class ManagedModel:
+    """A loaded library model and the ModelPatcher that moves it (EMOCAST_MODEL, EmoCAST_LoadVAE's VAE, ...).
+
+    `model` is what the library calls (EmoCASTNet, VAECodec, Wav2Vec2Encoder); ComfyUI finds the
+    patcher through `patcher` / `get_models()` to unload it when memory is needed elsewhere.
+    """
+
+    model: object
+    patcher: object
+    dtype: torch.dtype
+    name: str = ""
+
+    def get_models(self):
+        return [self.patcher]
+
+
+def is_host_vae(vae) -> bool:
+    """True for ComfyUI's VAE object (core VAELoader), False for EmoCAST_LoadVAE's ManagedModel."""
+    return not isinstance(vae, ManagedModel)
+

@@ -1,0 +1,111 @@
+"""EmoCAST Sample: the clip loop (emocast.pipeline.clips) under ComfyUI's memory manager, progress and Cancel."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..emocast.conditioning import SamplingSettings
+from . import host
+from .types import ANY_VAE, AUDIO_FEATURES, EMOTION, FACE, IMAGE, LOGGER, MODEL, SAMPLING
+
+log = logging.getLogger(LOGGER)
+
+#: Peak working memory of one clip, in units of (CFG halves x (frames + 3 reference images) x latent
+#: pixels x first UNet width x bytes per value); see `working_memory`. Measured on the CPU with the tiny
+#: model (peak RSS growth at 128 / 256 px, 8 frames: ~94 units + a fixed ~70 MB; its 768-wide attention
+#: does not shrink with its 32-wide first level, so real widths need relatively less). Not measured on a
+#: GPU: at 512 px, 16 frames, fp16 this asks for ~4.5 GiB beside the ~4.6 GiB of weights.
+ACTIVATION_FACTOR = 48
+_DEFAULTS = SamplingSettings()
+
+
+def working_memory(net, size: int, clip_length: int, cfg: float, dtype: torch.dtype) -> int:
+    """Bytes one clip needs beyond the weights: a heuristic scaled from the largest activation.
+
+    The biggest tensors live at the UNet's first level: (2 with CFG) x (frames + source + 2
+    motion frames) feature maps of the first width at the latent size, held by several attention
+    and ResNet layers at once plus the reference bank; the VAE decodes `vae_batch` frames at a
+    time on top (small next to that at the default 4).
+    """
+    halves = 2 if cfg > 1.0 else 1
+    width = net.config.block_out_channels[0]
+    per_value = torch.empty((), dtype=dtype).element_size()
+    return int(ACTIVATION_FACTOR * halves * (clip_length + 3) * (size // 8) ** 2 * width * per_value)
+
+
+class Sample:
+    DESCRIPTION = ("Generates the talking video, clip by clip (each clip continues from the last two frames of the "
+                   "previous one), with the authors' DDIM sampler and classifier-free guidance. Frames are the "
+                   "square crop at the face resolution; EmoCAST Paste Back puts them into the full image.")
+    CATEGORY = SAMPLING
+    FUNCTION = "sample"
+    RETURN_TYPES = (IMAGE,)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("The video frames [frame_count, resolution, resolution, 3] at 25 fps.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        d = _DEFAULTS
+        weight = {"min": 0.0, "max": 3.0, "step": 0.05}
+        return {"required": {
+            "model": (MODEL, {"tooltip": "From EmoCAST Load Model."}),
+            "vae": (ANY_VAE, {"tooltip": "sd-vae-ft-mse: core Load VAE (vae-ft-mse-840000-ema-pruned.safetensors) "
+                                         "or EmoCAST Load VAE."}),
+            "face": (FACE, {"tooltip": "From EmoCAST Encode Face (sets the resolution)."}),
+            "audio_features": (AUDIO_FEATURES, {"tooltip": "From EmoCAST Encode Audio (sets the length and the "
+                                                           "frames per clip)."}),
+            "emotion": (EMOTION, {"tooltip": "From EmoCAST Encode Emotion or EmoCAST Emotion Schedule."}),
+            "steps": ("INT", {"default": d.steps, "min": 1, "max": 200,
+                              "tooltip": "Denoising steps per clip (the authors use 40; fewer is faster and rougher)."}),
+            "cfg": ("FLOAT", {"default": d.cfg_scale, "min": 0.0, "max": 20.0, "step": 0.1, "round": 0.01,
+                              "tooltip": "Classifier-free guidance scale (3.5 by the authors); <= 1 turns guidance off "
+                                         "and halves the work."}),
+            "seed": ("INT", {"default": d.seed, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                             "tooltip": "Seed of the noise (drawn on the CPU, so the same seed gives the same video "
+                                        "on any device)."}),
+            "pose_weight": ("FLOAT", {"default": d.pose_weight, **weight,
+                                      "tooltip": "How strongly the speech moves the whole head (full-frame audio branch)."}),
+            "face_weight": ("FLOAT", {"default": d.face_weight, **weight,
+                                      "tooltip": "How strongly the speech drives the face (face-mask audio branch)."}),
+            "lip_weight": ("FLOAT", {"default": d.lip_weight, **weight,
+                                     "tooltip": "How strongly the speech drives the lips (lip-mask audio branch)."}),
+            "vae_batch": ("INT", {"default": d.vae_batch, "min": 1, "max": 64,
+                                  "tooltip": "Frames decoded per VAE call: lower it if decoding runs out of memory "
+                                             "(the result is the same)."}),
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    def sample(self, model, vae, face, audio_features, emotion, steps, cfg, seed, pose_weight, face_weight,
+               lip_weight, vae_batch, unique_id=None):
+        from ..emocast.pipeline.clips import generate_clips
+
+        settings = SamplingSettings(steps=steps, cfg_scale=cfg, seed=seed, pose_weight=pose_weight,
+                                    face_weight=face_weight, lip_weight=lip_weight,
+                                    clip_length=audio_features.clip_length, vae_batch=vae_batch)
+        features = audio_features.features
+        net_patcher = model.patcher
+        vae_patcher = vae.patcher  # core VAE and ManagedModel both expose theirs
+        need = working_memory(model.model, face.size, settings.clip_length, cfg, model.dtype)
+        host.load_models([net_patcher, vae_patcher], need)
+        codec = host.HostVAECodec(vae, keep_loaded=[net_patcher]) if host.is_host_vae(vae) else vae.model
+        clips = audio_features.clips
+        total = clips * steps
+        log.info("EmoCAST: %d frames (%.2f s) in %d clips of %d, %d steps each, %d px, cfg %g, seed %d.",
+                 features.num_frames, features.seconds, clips, settings.clip_length, steps, face.size, cfg, seed)
+        progress = host.Progress(total, unique_id)
+        frames = torch.empty((features.num_frames, face.size, face.size, 3), dtype=torch.float32,
+                             device=host.intermediate_device())
+        done = 0
+        try:
+            for k, clip in enumerate(generate_clips(model.model, codec, face, features, emotion, settings,
+                                                    progress=lambda p: progress.step(p.step))):
+                frames[done:done + clip.shape[0]] = clip.permute(0, 2, 3, 1)
+                done += clip.shape[0]
+                progress.step((k + 1) * steps, preview=frames[done - 1])
+        finally:
+            host.empty_cache()
+        return (frames,)
+
+
+NODE_CLASS_MAPPINGS = {"EmoCAST_Sample": Sample}
+NODE_DISPLAY_NAME_MAPPINGS = {"EmoCAST_Sample": "EmoCAST Sample"}

@@ -1,0 +1,260 @@
+"""Write workflows/*.json (UI format, ComfyUI's template browser) and their API twins from one spec.
+
+    .venv/bin/python scripts/make_workflows.py [--check]
+
+Widget order comes from the nodes' own INPUT_TYPES (the pack is loaded against the tests' stand-in
+host), core nodes' widgets from CORE below (checked against a real server's /object_info by
+scripts/comfyui_smoke.py). --check exits 1 when the committed files differ from what would be written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "workflows"
+API = OUT / "api"
+
+#: Core nodes used by the examples: (socket inputs [(name, type, optional)], widgets [(name, value)], outputs).
+CORE = {
+    "LoadImage": ([], [("image", "portrait.png"), ("upload", "image")], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "LoadAudio": ([], [("audio", "speech.wav"), ("audioUI", None), ("upload", None)], [("AUDIO", "AUDIO")]),
+    "VAELoader": ([], [("vae_name", "vae-ft-mse-840000-ema-pruned.safetensors")], [("VAE", "VAE")]),
+    "CreateVideo": ([("images", "IMAGE", False), ("audio", "AUDIO", True)], [("fps", 25.0)], [("VIDEO", "VIDEO")]),
+    "SaveVideo": ([("video", "VIDEO", False)], [("filename_prefix", "video/EmoCAST"), ("format", "auto"),
+                                                 ("codec", "auto")], []),
+    "PreviewImage": ([("images", "IMAGE", False)], [], []),
+    "MarkdownNote": ([], [("text", "")], []),
+}
+#: Widgets the frontend shows but never sends to the server (upload buttons, audio player).
+UI_ONLY = {"upload", "audioUI"}
+#: Default model file names: what users download (see emocast/model_files.py and the README).
+MODELS = {"ckpt_name": "net.pth", "clip_name": "clip_l.safetensors", "wav2vec2": "wav2vec2-base-960h.safetensors",
+          "insightface": "antelopev2", "vae_name": "vae-ft-mse-840000-ema-pruned.safetensors"}
+#: Frontend "missing models" links for files with a stable direct download.
+DOWNLOADS = {
+    "vae-ft-mse-840000-ema-pruned.safetensors": ("vae", "https://huggingface.co/stabilityai/sd-vae-ft-mse-original/"
+                                                         "resolve/main/vae-ft-mse-840000-ema-pruned.safetensors"),
+    "clip_l.safetensors": ("text_encoders", "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/"
+                                            "clip_l.safetensors"),
+}
+
+MODELS_NOTE = """## EmoCAST models
+Upload your portrait and speech in the two load nodes. Put each model file in ComfyUI's `models/` folder
+(or a path from extra_model_paths.yaml), then press R.
+
+| file | folder | source |
+|---|---|---|
+| net.pth (or emocast_fp16.safetensors) | models/emocast | huggingface.co/Jmaomao/EmoCAST |
+| vae-ft-mse-840000-ema-pruned.safetensors | models/vae | stabilityai/sd-vae-ft-mse-original |
+| clip_l.safetensors | models/text_encoders | ComfyUI's usual CLIP-L |
+| wav2vec2-base-960h.safetensors | models/audio_encoders | facebook/wav2vec2-base-960h model.safetensors, renamed |
+| antelopev2/*.onnx | models/insightface/models | insightface model zoo |
+| face_landmarker.task (optional) | models/mediapipe | mediapipe face landmarker |
+
+Frames come out at 25 fps; EmoCAST Encode Audio gives the matching fps, frame count and trimmed audio."""
+
+LONG_NOTE = """## Long audio
+Generation streams clip by clip, so length costs time, not GPU memory: each 16-frame clip continues from the
+last two frames of the one before. What grows with length is CPU RAM for the frames (512 px: 3 MB per frame,
+75 MB per second) and for Paste Back at the photo's size. For minutes of speech keep vae_batch low, skip Paste
+Back (this graph saves the 512 px crop) and expect about steps x clips denoising steps (the progress bar)."""
+
+SCHEDULE_NOTE = """## Emotion schedule
+One keyframe per line: `<seconds> [@<intensity>]: <prompt>` (or `f<frame>: ...` at 25 fps). Each emotion holds
+until the next keyframe and eases into it over transition_s seconds. Intensity 0 is the neutral prompt, 1 the
+prompt as written, up to 2 exaggerated. A mistake is reported with its line number when you queue the prompt."""
+
+
+def load_pack():
+    """The node pack loaded as ComfyUI does, against the tests' stand-in host."""
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from comfy_host import StubHost
+
+    tmp = Path(tempfile.mkdtemp(prefix="emocast_wf_"))
+    StubHost().install(tmp / "models", tmp / "output")
+    spec = importlib.util.spec_from_file_location("emocast_pack", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["emocast_pack"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+
+
+def node_spec(pack, class_type):
+    """(socket inputs, widgets [(name, default, control)], outputs) of a node class."""
+    if class_type in CORE:
+        sockets, widgets, outputs = CORE[class_type]
+        return sockets, [(n, v, False) for n, v in widgets], outputs
+    cls = pack.NODE_CLASS_MAPPINGS[class_type]
+    sockets, widgets = [], []
+    for group in ("required", "optional"):
+        for name, spec in cls.INPUT_TYPES().get(group, {}).items():
+            kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+            if isinstance(kind, list):
+                widgets.append((name, opts.get("default", kind[0] if kind else ""), False))
+            elif kind in WIDGET_TYPES:
+                widgets.append((name, opts.get("default"), bool(opts.get("control_after_generate"))))
+            else:
+                sockets.append((name, kind, group == "optional"))
+    names = getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)
+    return sockets, widgets, list(zip(names, cls.RETURN_TYPES))
+
+
+def build(pack, spec, title):
+    """spec: [(id, class_type, pos, size, {input: value or (node_id, slot)}, extra)] -> (ui, api)."""
+    info = {nid: node_spec(pack, ct) for nid, ct, *_ in spec}
+    links, ui_nodes, api = [], [], {}
+    out_links: dict[tuple[int, int], list[int]] = {}
+    for nid, ct, pos, size, values, extra in spec:
+        sockets, widgets, outputs = info[nid]
+        inputs, wvals, api_inputs = [], [], {}
+        linked_widgets = []
+        for name, typ, optional in sockets:
+            src = values.get(name)
+            entry = {"name": name, "type": typ, "link": None}
+            if optional:
+                entry["shape"] = 7
+            if src is not None:
+                links.append([len(links) + 1, src[0], src[1], nid, len(inputs), info[src[0]][2][src[1]][1]])
+                entry["link"] = len(links)
+                out_links.setdefault(tuple(src), []).append(len(links))
+                api_inputs[name] = [str(src[0]), src[1]]
+            inputs.append(entry)
+        for name, default, control in widgets:
+            value = values.get(name, default)
+            if isinstance(value, tuple):  # a widget fed by a link
+                wtype = "FLOAT" if isinstance(default, float) else "INT" if isinstance(default, int) else "STRING"
+                linked_widgets.append((name, wtype, value))
+                api_inputs[name] = [str(value[0]), value[1]]
+                wvals.append(default)
+            else:
+                wvals.append(value)
+                if name not in UI_ONLY and ct not in ("MarkdownNote",):
+                    api_inputs[name] = value
+            if control:
+                wvals.append("fixed")
+        for name, wtype, src in linked_widgets:
+            links.append([len(links) + 1, src[0], src[1], nid, len(inputs), wtype])
+            out_links.setdefault(tuple(src), []).append(len(links))
+            inputs.append({"name": name, "type": wtype, "widget": {"name": name}, "link": len(links)})
+        node = {"id": nid, "type": ct, "pos": list(pos), "size": list(size), "flags": {}, "order": 0, "mode": 0,
+                "inputs": inputs, "outputs": [{"name": n, "type": t, "links": [], "slot_index": i}
+                                              for i, (n, t) in enumerate(outputs)],
+                "properties": {"Node name for S&R": ct}, "widgets_values": wvals}
+        node.update(extra)
+        models = [{"name": v, "url": DOWNLOADS[v][1], "directory": DOWNLOADS[v][0]}
+                  for v in wvals if isinstance(v, str) and v in DOWNLOADS]
+        if models:
+            node["properties"]["models"] = models
+        ui_nodes.append(node)
+        if ct != "MarkdownNote":
+            title = extra.get("title") or pack.NODE_DISPLAY_NAME_MAPPINGS.get(ct, ct)
+            api[str(nid)] = {"class_type": ct, "inputs": api_inputs, "_meta": {"title": title}}
+    for node in ui_nodes:
+        for slot, out in enumerate(node["outputs"]):
+            out["links"] = out_links.get((node["id"], slot), [])
+    order = {nid: i for i, nid in enumerate(_topological(spec))}
+    for node in ui_nodes:
+        node["order"] = order[node["id"]]
+    ui = {"last_node_id": max(n["id"] for n in ui_nodes), "last_link_id": len(links), "nodes": ui_nodes,
+          "links": links, "groups": [], "config": {},
+          "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}, "emocast_title": title}, "version": 0.4}
+    return ui, api
+
+
+def _topological(spec):
+    deps = {nid: {v[0] for v in values.values() if isinstance(v, tuple)} for nid, _, _, _, values, _ in spec}
+    done: list[int] = []
+    while len(done) < len(deps):
+        for nid in sorted(deps):
+            if nid not in done and deps[nid] <= set(done):
+                done.append(nid)
+    return done
+
+
+def _common(emotion_node):
+    """The graph all examples share: portrait + speech -> EmoCAST -> Create Video -> Save Video."""
+    return [
+        (1, "LoadImage", (0, 420), (320, 330), {}, {"title": "Portrait"}),
+        (2, "LoadAudio", (0, 780), (320, 140), {}, {"title": "Speech"}),
+        (3, "EmoCAST_LoadModel", (0, 0), (320, 82), {"ckpt_name": MODELS["ckpt_name"]}, {}),
+        (4, "VAELoader", (0, 110), (320, 58), {"vae_name": MODELS["vae_name"]}, {}),
+        (5, "EmoCAST_LoadTextEncoder", (0, 200), (320, 58), {"clip_name": MODELS["clip_name"]}, {}),
+        (7, "EmoCAST_LoadFaceAnalysis", (0, 290), (320, 82), {"insightface": MODELS["insightface"]}, {}),
+        (9, "EmoCAST_LoadAudioEncoder", (0, 950), (320, 58), {"wav2vec2": MODELS["wav2vec2"]}, {}),
+        emotion_node,
+        (8, "EmoCAST_EncodeFace", (380, 420), (320, 230), {"image": (1, 0), "face_analysis": (7, 0)}, {}),
+        (10, "EmoCAST_EncodeAudio", (380, 780), (320, 130), {"audio": (2, 0), "audio_encoder": (9, 0)}, {}),
+        (11, "EmoCAST_Sample", (760, 200), (320, 330),
+         {"model": (3, 0), "vae": (4, 0), "face": (8, 0), "audio_features": (10, 0), "emotion": (6, 0)}, {}),
+        (15, "PreviewImage", (760, 620), (260, 280), {"images": (8, 1)}, {"title": "Face crop and masks"}),
+    ]
+
+
+def _video(frames_from, prefix):
+    return [
+        (13, "CreateVideo", (1460, 200), (270, 80), {"images": frames_from, "fps": (10, 3), "audio": (10, 1)}, {}),
+        (14, "SaveVideo", (1460, 320), (420, 460), {"video": (13, 0), "filename_prefix": prefix}, {}),
+    ]
+
+
+def note(nid, text, pos, size=(420, 300)):
+    return (nid, "MarkdownNote", pos, size, {"text": text}, {"color": "#432", "bgcolor": "#653", "title": "Read me"})
+
+
+def workflows(pack):
+    emotion = (6, "EmoCAST_EncodeEmotion", (380, 200), (320, 170), {"text_encoder": (5, 0)}, {})
+    schedule = (6, "EmoCAST_EmotionSchedule", (380, 140), (360, 240), {
+        "text_encoder": (5, 0),
+        "schedule": "# <seconds> [@<intensity 0-2>]: <emotion prompt>\n"
+                    "0: A person is talking with neutral emotion.\n"
+                    "1.5: A person is talking with happy emotion.\n"
+                    "3 @1.4: A person is talking with surprised emotion.\n"}, {})
+    paste = [(12, "EmoCAST_PasteBack", (1120, 200), (280, 60), {"frames": (11, 0), "face": (8, 0)}, {})]
+    return {
+        "emocast_basic": _common(emotion) + paste + _video((12, 0), "video/EmoCAST") + [note(16, MODELS_NOTE, (-480, 0))],
+        "emocast_long_audio": [n if n[0] != 11 else (*n[:4], {**n[4], "vae_batch": 2}, n[5]) for n in _common(emotion)]
+        + _video((11, 0), "video/EmoCAST_long") + [note(16, LONG_NOTE, (-480, 0), (420, 220)),
+                                                  note(17, MODELS_NOTE, (-480, 260))],
+        "emocast_emotion_schedule": _common(schedule) + paste + _video((12, 0), "video/EmoCAST_schedule")
+        + [note(16, SCHEDULE_NOTE, (-480, 0), (420, 200)), note(17, MODELS_NOTE, (-480, 240))],
+    }
+
+
+def dump(obj) -> str:
+    return json.dumps(obj, indent=1, ensure_ascii=False) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="compare with the committed files instead of writing")
+    a = ap.parse_args()
+    pack = load_pack()
+    stale = []
+    for name, spec in workflows(pack).items():
+        ui, api = build(pack, spec, name)
+        for path, obj in ((OUT / f"{name}.json", ui), (API / f"{name}_api.json", api)):
+            text = dump(obj)
+            if a.check:
+                if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                    stale.append(path)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text, encoding="utf-8")
+    if stale:
+        print("stale (run scripts/make_workflows.py):", *map(str, stale), sep="\n  ")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

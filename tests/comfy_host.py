@@ -1,0 +1,224 @@
+"""A minimal stand-in for the ComfyUI host modules the node pack imports (ComfyUI is not on PyPI).
+
+`StubHost.install(models_dir)` puts `folder_paths`, `comfy`, `comfy.utils`, `comfy.model_management`
+and `comfy.model_patcher` into sys.modules, with the same names, signatures and behaviour the pack
+relies on (checked against ComfyUI 0.3.64's source): folder_paths keys that accept any extension
+when registered by a pack, ModelPatcher writing `device` and bookkeeping attributes on the module
+it manages, load_models_gpu moving models, the interrupt flag that throw_exception... raises once.
+It records what the pack did (progress updates, loads, cache frees) for the tests to check.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import types
+from pathlib import Path
+
+import torch
+
+SUPPORTED_PT_EXTENSIONS = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
+#: Core keys as ComfyUI registers them (name -> extensions); the pack adds its own.
+CORE_KEYS = ("checkpoints", "vae", "text_encoders", "audio_encoders", "diffusion_models")
+
+
+class InterruptProcessingException(Exception):
+    pass
+
+
+class StubHost:
+    def __init__(self):
+        self.progress: list[tuple] = []  # (node_id, value, total, has_preview)
+        self.loads: list[dict] = []
+        self.cache_frees = 0
+        self.interrupt = False
+        self.interrupt_after: int | None = None  # raise at the n-th interrupt check
+        self.checks = 0
+        self.free_memory = 64 << 30
+        self.total_memory = 128 << 30
+        self.modules: dict[str, types.ModuleType] = {}
+
+    # ------------------------------------------------------------------ folder_paths
+    def _folder_paths(self, models_dir: Path, output_dir: Path) -> types.ModuleType:
+        fp = types.ModuleType("folder_paths")
+        fp.models_dir = str(models_dir)
+        fp.supported_pt_extensions = set(SUPPORTED_PT_EXTENSIONS)
+        fp.folder_names_and_paths = {k: ([os.path.join(models_dir, k)], set(SUPPORTED_PT_EXTENSIONS))
+                                     for k in CORE_KEYS}
+
+        def add_model_folder_path(folder_name, full_folder_path, is_default=False):
+            if folder_name in fp.folder_names_and_paths:
+                paths = fp.folder_names_and_paths[folder_name][0]
+                if full_folder_path not in paths:
+                    paths.insert(0, full_folder_path) if is_default else paths.append(full_folder_path)
+            else:
+                fp.folder_names_and_paths[folder_name] = ([full_folder_path], set())
+
+        def get_folder_paths(folder_name):
+            return fp.folder_names_and_paths[folder_name][0][:]
+
+        def get_filename_list(folder_name):
+            paths, exts = fp.folder_names_and_paths[folder_name]
+            out = []
+            for base in paths:
+                if not os.path.isdir(base):
+                    continue
+                for root, _dirs, files in os.walk(base, followlinks=True):
+                    for f in files:
+                        rel = os.path.relpath(os.path.join(root, f), base).replace(os.sep, "/")
+                        if not exts or os.path.splitext(f)[1].lower() in exts:
+                            out.append(rel)
+            return sorted(set(out))
+
+        def get_full_path(folder_name, filename):
+            if folder_name not in fp.folder_names_and_paths:
+                return None
+            filename = os.path.relpath(os.path.join("/", filename), "/")
+            for base in fp.folder_names_and_paths[folder_name][0]:
+                path = os.path.join(base, filename)
+                if os.path.isfile(path):
+                    return path
+            return None
+
+        def get_full_path_or_raise(folder_name, filename):
+            path = get_full_path(folder_name, filename)
+            if path is None:
+                raise FileNotFoundError(f"Model in folder '{folder_name}' with filename '{filename}' not found.")
+            return path
+
+        fp.add_model_folder_path = add_model_folder_path
+        fp.get_folder_paths = get_folder_paths
+        fp.get_filename_list = get_filename_list
+        fp.get_full_path = get_full_path
+        fp.get_full_path_or_raise = get_full_path_or_raise
+        fp.get_output_directory = lambda: str(output_dir)
+        return fp
+
+    # ------------------------------------------------------------------ comfy
+    def _model_management(self) -> types.ModuleType:
+        mm = types.ModuleType("comfy.model_management")
+        host = self
+        mm.InterruptProcessingException = InterruptProcessingException
+        mm.OOM_EXCEPTION = torch.cuda.OutOfMemoryError
+
+        def interrupt_current_processing(value=True):
+            host.interrupt = value
+
+        def processing_interrupted():
+            return host.interrupt
+
+        def throw_exception_if_processing_interrupted():
+            host.checks += 1
+            if host.interrupt_after is not None and host.checks >= host.interrupt_after:
+                host.interrupt_after, host.interrupt = None, True
+            if host.interrupt:
+                host.interrupt = False
+                raise InterruptProcessingException()
+
+        def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
+                            force_full_load=False):
+            host.loads.append({"models": list(models), "memory_required": memory_required,
+                               "force_full_load": force_full_load})
+            for m in models:
+                m.patch_model(m.load_device)
+
+        mm.interrupt_current_processing = interrupt_current_processing
+        mm.processing_interrupted = processing_interrupted
+        mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
+        mm.load_models_gpu = load_models_gpu
+        mm.load_model_gpu = lambda m: load_models_gpu([m])
+        mm.get_torch_device = lambda: torch.device("cpu")
+        mm.unet_offload_device = lambda: torch.device("cpu")
+        mm.intermediate_device = lambda: torch.device("cpu")
+        mm.vae_device = lambda: torch.device("cpu")
+        mm.get_free_memory = lambda dev=None, torch_free_too=False: host.free_memory
+        mm.get_total_memory = lambda dev=None, torch_total_too=False: host.total_memory
+
+        def soft_empty_cache(force=False):
+            host.cache_frees += 1
+
+        mm.soft_empty_cache = soft_empty_cache
+        mm.module_size = lambda module: sum(t.nelement() * t.element_size() for t in module.state_dict().values())
+        return mm
+
+    def _model_patcher(self, mm) -> types.ModuleType:
+        mp = types.ModuleType("comfy.model_patcher")
+
+        class ModelPatcher:
+            """Writes on the managed module what ComfyUI's does (device included)."""
+
+            def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False):
+                self.model, self.load_device, self.offload_device, self.size = model, load_device, offload_device, size
+                if not hasattr(model, "device") or model.device is None:
+                    model.device = offload_device
+                model.model_loaded_weight_memory = 0
+                model.lowvram_patch_counter = 0
+                model.model_lowvram = False
+                model.current_weight_patches_uuid = None
+
+            def model_size(self):
+                if self.size <= 0:
+                    self.size = mm.module_size(self.model)
+                return self.size
+
+            def patch_model(self, device_to=None, lowvram_model_memory=0, load_weights=True,
+                            force_patch_weights=False):
+                self.model.to(device_to)
+                self.model.device = device_to
+                self.model.model_loaded_weight_memory = self.model_size()
+                return self.model
+
+            def unpatch_model(self, device_to=None, unpatch_weights=True):
+                if device_to is not None:
+                    self.model.to(device_to)
+                    self.model.device = device_to
+                self.model.model_loaded_weight_memory = 0
+
+        mp.ModelPatcher = ModelPatcher
+        return mp
+
+    def _utils(self) -> types.ModuleType:
+        utils = types.ModuleType("comfy.utils")
+        host = self
+        utils.PROGRESS_BAR_HOOK = None
+
+        class ProgressBar:
+            def __init__(self, total, node_id=None):
+                self.total, self.current, self.node_id = total, 0, node_id
+
+            def update_absolute(self, value, total=None, preview=None):
+                if total is not None:
+                    self.total = total
+                self.current = min(value, self.total)
+                host.progress.append((self.node_id, self.current, self.total, preview is not None))
+
+            def update(self, value):
+                self.update_absolute(self.current + value)
+
+        utils.ProgressBar = ProgressBar
+        return utils
+
+    # ------------------------------------------------------------------ install
+    def install(self, models_dir: Path, output_dir: Path) -> "StubHost":
+        comfy = types.ModuleType("comfy")
+        comfy.__path__ = []  # a package
+        mm = self._model_management()
+        mp = self._model_patcher(mm)
+        utils = self._utils()
+        comfy.model_management, comfy.model_patcher, comfy.utils = mm, mp, utils
+        self.modules = {"folder_paths": self._folder_paths(models_dir, output_dir), "comfy": comfy,
+                        "comfy.model_management": mm, "comfy.model_patcher": mp, "comfy.utils": utils}
+        sys.modules.update(self.modules)
+        return self
+
+    def uninstall(self) -> None:
+        for name, module in self.modules.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+
+    @property
+    def mm(self):
+        return self.modules["comfy.model_management"]
+
+    @property
+    def folder_paths(self):
+        return self.modules["folder_paths"]
