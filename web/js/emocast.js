@@ -17,12 +17,16 @@ function widget(node, name) {
   return node.widgets?.find((w) => w.name === name);
 }
 
+const LOCKED_TITLE = "Set by the preset; choose 'custom' to edit.";
+
 function setLocked(w, locked) {
   const el = w.element ?? w.inputEl; // DOM widget (new frontend) or legacy textarea
   if (el) {
     el.readOnly = locked;
-    el.style.opacity = locked ? "0.65" : "";
-    el.title = locked ? "Set by the preset; choose 'custom' to edit." : "";
+    // no dimming of our own: the frontend already fades a disabled DOM widget (opacity 0.5), a second fade on
+    // top made the preset's text all but unreadable
+    if (locked) el.title = LOCKED_TITLE;
+    else if (el.title === LOCKED_TITLE) el.title = "";
   }
   w.disabled = locked;
 }
@@ -71,6 +75,7 @@ function setupEncodeAudio(nodeType) {
       if (!info) {
         info = this.addWidget("text", "emocast_length", text, () => {}, { serialize: false });
         info.serialize = false; // not an input: kept out of the saved widget values and the prompt
+        info.label = "length"; // shown instead of the name, which the canvas cut to "emoc…"
       }
       info.value = text;
       this.setDirtyCanvas?.(true, true);

@@ -1,0 +1,369 @@
+// The node pack in the real ComfyUI frontend, driven by headless Chromium (a check to run by hand, not in CI).
+//
+// Needs a running ComfyUI with this pack in custom_nodes/ and the tiny models in models/ (e.g.
+// `python3 scripts/comfyui_smoke.py --comfyui /tmp/comfyui --port 8188 --keep-running`), Chromium
+// (Debian: apt-get install chromium) and playwright-core from npm in a scratch folder outside this repository:
+//
+//     mkdir -p /tmp/fe && cd /tmp/fe && npm install playwright-core
+//     cd /tmp/fe && node /path/to/ComfyUI-EmoCAST/scripts/frontend_check.mjs [--url http://127.0.0.1:8188]
+//         [--chromium /usr/bin/chromium] [--screenshots DIR] [--run] [--run-timeout 900]
+//
+// playwright-core is resolved from the current folder; Chromium runs headless with a fresh profile and no
+// background networking. For every UI workflow in workflows/ it loads the graph with app.loadGraphData (the
+// frontend's own missing-node check), checks no node is missing or broken and the widget values survive a
+// load / serialize round trip. It picks presets of EmoCAST Encode Emotion from the canvas's combo menu and
+// checks the prompt follows (locked and faded once for a preset, editable for "custom", typed text reaches the
+// prompt). With --run it empties the server's cache (POST /free), switches the basic workflow to the tiny
+// models (128 px, 1 step, 1 s of speech), presses Run and checks EmoCAST Encode Audio shows its frames /
+// duration line, which stays out of the saved workflow and the prompt. Every browser console message and page
+// error is recorded, ours (this pack's web/js, or naming EmoCAST) apart from ComfyUI's own. With --screenshots
+// DIR it writes basic.png and emotion_schedule.png (1600 px wide, the whole graph at ~0.64 zoom, the frontend's
+// menus included) and, with --run, basic_result.png. Prints a JSON report; exit status 0 when every check passed.
+import { createRequire } from "node:module";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const PACK = "ComfyUI-EmoCAST";
+const { values: opt } = parseArgs({
+  options: {
+    url: { type: "string", default: "http://127.0.0.1:8188" },
+    chromium: { type: "string", default: "/usr/bin/chromium" },
+    workflows: { type: "string", default: path.join(ROOT, "workflows") },
+    screenshots: { type: "string" },
+    run: { type: "boolean", default: false },
+    "run-timeout": { type: "string", default: "900" },
+  },
+});
+const require = createRequire(path.join(process.cwd(), "noop.js"));
+const { chromium } = require("playwright-core");
+
+// the tiny models and inputs scripts/comfyui_smoke.py puts in place, by widget name
+const TINY = {
+  image: "emocast_demo_portrait.png", audio: "emocast_demo_speech_1s.wav", ckpt_name: "emocast_tiny.safetensors",
+  vae_name: "emocast_smoke_sd_vae_random.safetensors", clip_name: "emocast_tiny_clip.safetensors",
+  insightface: "emocast_tiny", wav2vec2: "emocast_tiny_wav2vec2.safetensors", resolution: 128, frames_per_clip: 4,
+  steps: 1,
+};
+const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+
+const report = { url: opt.url, checks: {}, workflows: {}, console: { ours: [], comfyui: [] }, page_errors: [] };
+const check = (name, ok, detail) => {
+  report.checks[name] = Boolean(ok);
+  if (!ok && detail !== undefined) (report.failures ??= {})[name] = detail;
+};
+
+// ours: logged from this pack's web/js, or naming it (ComfyUI's own messages name our workflow files in lower case)
+const ours = (text, url) => `${url ?? ""}\n${text ?? ""}`.includes(`/extensions/${PACK}/`) || /EmoCAST/.test(text ?? "");
+const userDir = fs.mkdtempSync(path.join(os.tmpdir(), "emocast-chromium-"));
+const context = await chromium.launchPersistentContext(userDir, {
+  executablePath: opt.chromium, headless: true, args: FLAGS, viewport: { width: 1600, height: 1000 },
+}).catch((e) => {
+  fs.rmSync(userDir, { recursive: true, force: true });
+  throw e;
+});
+const page = context.pages()[0] ?? (await context.newPage());
+page.on("console", (m) => {
+  const where = m.location()?.url;
+  const entry = { type: m.type(), text: m.text(), url: where };
+  report.console[ours(m.text(), where) ? "ours" : "comfyui"].push(entry);
+});
+page.on("pageerror", (e) => report.page_errors.push({ message: e.message, stack: e.stack, ours: ours(e.stack) }));
+
+async function closeDialogs() {
+  for (let i = 0; i < 3; i++) {
+    const open = await page.locator(".p-dialog").count();
+    if (!open) return;
+    await page.keyboard.press("Escape");
+    await page.waitForTimeout(300);
+  }
+}
+
+/**
+ * Frames nodes (all of them by default) in the canvas, like Fit View but tighter, and never below `minScale`.
+ * Fit View of the frontend leaves a wide margin, and under ~0.57 zoom the canvas draws no text or widgets.
+ */
+async function frame({ ids = null, margin = 24, maxScale = 1, minScale = 0.6, top = false } = {}) {
+  const scale = await page.evaluate(({ ids, margin, maxScale, minScale, top }) => {
+    const nodes = app.graph.nodes.filter((n) => !ids || ids.includes(n.id));
+    const b = [Infinity, Infinity, -Infinity, -Infinity];
+    for (const n of nodes) {
+      const [x, y, w, h] = n.boundingRect;
+      b[0] = Math.min(b[0], x); b[1] = Math.min(b[1], y); b[2] = Math.max(b[2], x + w); b[3] = Math.max(b[3], y + h);
+    }
+    const ds = app.canvas.ds;
+    const { width, height } = app.canvas.canvas.getBoundingClientRect();
+    const w = b[2] - b[0] + 2 * margin, h = b[3] - b[1] + 2 * margin;
+    ds.scale = Math.max(minScale, Math.min(maxScale, width / w, height / h));
+    ds.offset[0] = (width / ds.scale - w) / 2 - b[0] + margin;
+    ds.offset[1] = (top ? 0 : (height / ds.scale - h) / 2) - b[1] + margin;
+    app.canvas.setDirty(true, true);
+    return ds.scale;
+  }, { ids, margin, maxScale, minScale, top });
+  await page.waitForTimeout(800);
+  return scale;
+}
+
+/** The page, cut below the graph's lowest node (with the frontend's menus and side bar). */
+async function screenshot(name) {
+  if (!opt.screenshots) return;
+  fs.mkdirSync(opt.screenshots, { recursive: true });
+  await page.mouse.move(1599, 999); // no hover highlight on a node
+  await page.waitForTimeout(300);
+  const bottom = await page.evaluate(() => {
+    const y = Math.max(...app.graph.nodes.map((n) => n.boundingRect[1] + n.boundingRect[3]));
+    return app.canvasPosToClientPos([0, y])[1];
+  });
+  const { width, height } = page.viewportSize();
+  const clip = { x: 0, y: 0, width, height: Math.min(height, Math.ceil(bottom + 24)) };
+  await page.screenshot({ path: path.join(opt.screenshots, name), clip });
+  (report.screenshots ??= []).push(path.join(opt.screenshots, name));
+}
+
+/** Loads a UI workflow the way the frontend does; returns the frontend's missing node types and node states. */
+async function loadWorkflow(file, name = path.basename(file, ".json")) {
+  const graph = JSON.parse(fs.readFileSync(file, "utf8"));
+  return page.evaluate(async ({ graph, name }) => {
+    window.__emocastMissing = null;
+    await app.loadGraphData(graph, true, true, name);
+    await new Promise((r) => setTimeout(r, 500));
+    const byId = Object.fromEntries(graph.nodes.map((n) => [n.id, n]));
+    const nodes = app.graph.nodes.map((n) => {
+      const saved = byId[n.id];
+      const values = n.serialize().widgets_values ?? [];
+      return {
+        id: n.id, type: n.type, title: n.title,
+        registered: n.type in LiteGraph.registered_node_types,
+        has_errors: Boolean(n.has_errors),
+        widgets_match: JSON.stringify(values) === JSON.stringify(saved?.widgets_values ?? []),
+        widgets_values: values, saved_widgets_values: saved?.widgets_values ?? [],
+      };
+    });
+    const dialogs = [...document.querySelectorAll(".p-dialog")].map((d) => d.innerText.slice(0, 300));
+    return { missing: window.__emocastMissing ?? [], nodes, dialogs, saved_nodes: graph.nodes.length,
+             links: app.graph.links?.size ?? Object.keys(app.graph.links ?? {}).length,
+             saved_links: graph.links.length };
+  }, { graph, name });
+}
+
+/** A widget's centre in client (page) pixels. */
+async function widgetPoint(nodeId, widgetName) {
+  return page.evaluate(({ nodeId, widgetName }) => {
+    const node = app.graph.getNodeById(nodeId);
+    const w = node.widgets.find((x) => x.name === widgetName);
+    const h = w.computedHeight ?? LiteGraph.NODE_WIDGET_HEIGHT;
+    const [x, y] = app.canvasPosToClientPos([node.pos[0] + node.size[0] / 2, node.pos[1] + w.y + h / 2]);
+    return { x, y };
+  }, { nodeId, widgetName });
+}
+
+async function emotionState(nodeId) {
+  return page.evaluate((nodeId) => {
+    const node = app.graph.getNodeById(nodeId);
+    const w = (name) => node.widgets.find((x) => x.name === name);
+    const prompt = w("prompt");
+    const el = prompt.element ?? prompt.inputEl;
+    const wrapper = el?.closest(".dom-widget") ?? el?.parentElement;
+    let opacity = 1; // what the eye gets: the element's opacity times its ancestors'
+    for (let e = el; e; e = e.parentElement) opacity *= Number(getComputedStyle(e).opacity);
+    return { preset: w("preset").value, prompt: prompt.value, disabled: Boolean(prompt.disabled),
+             readOnly: el?.readOnly ?? null, textarea: el?.value ?? null,
+             pointerEvents: wrapper ? getComputedStyle(wrapper).pointerEvents : null,
+             opacity: Math.round(opacity * 100) / 100 };
+  }, nodeId);
+}
+
+/** Picks a combo entry through the canvas: click the widget, click the entry of the context menu. */
+async function pickCombo(nodeId, widgetName, value) {
+  await frame({ ids: [nodeId], maxScale: 1.5 });
+  const { x, y } = await widgetPoint(nodeId, widgetName);
+  await page.mouse.click(x, y);
+  const entry = page.locator(".litecontextmenu .litemenu-entry", { hasText: new RegExp(`^${value}$`) });
+  try {
+    await entry.first().waitFor({ timeout: 3000 });
+    await entry.first().click();
+    await page.waitForTimeout(500);
+    return "canvas menu";
+  } catch {
+    await page.keyboard.press("Escape");
+    await page.evaluate(({ nodeId, widgetName, value }) => {
+      const node = app.graph.getNodeById(nodeId);
+      node.widgets.find((x) => x.name === widgetName).setValue(value, { node, canvas: app.canvas });
+    }, { nodeId, widgetName, value });
+    await page.waitForTimeout(500);
+    return "widget.setValue (the menu did not open)";
+  }
+}
+
+async function exerciseEncodeEmotion(presets) {
+  const id = await page.evaluate(() => app.graph.nodes.find((n) => n.type === "EmoCAST_EncodeEmotion")?.id);
+  const out = { node: id };
+  if (id === undefined) return check("basic: has EmoCAST Encode Emotion", false, "no such node");
+  await frame({ ids: [id], maxScale: 1.5 });
+  out.loaded = await emotionState(id);
+  check("Encode Emotion: loaded preset locks its prompt",
+        out.loaded.prompt === presets[out.loaded.preset] && out.loaded.disabled && out.loaded.readOnly, out.loaded);
+  out.how = await pickCombo(id, "preset", "sad");
+  out.sad = await emotionState(id);
+  check("Encode Emotion: choosing 'sad' sets and locks the prompt",
+        out.sad.preset === "sad" && out.sad.prompt === presets.sad && out.sad.textarea === presets.sad &&
+        out.sad.disabled && out.sad.readOnly && out.sad.pointerEvents === "none", out.sad);
+  check("Encode Emotion: a locked prompt stays legible (faded once, to >= 0.5)", out.sad.opacity >= 0.5, out.sad);
+  await pickCombo(id, "preset", "custom");
+  out.custom = await emotionState(id);
+  check("Encode Emotion: 'custom' keeps the text and unlocks it",
+        out.custom.preset === "custom" && out.custom.prompt === presets.sad && !out.custom.disabled &&
+        out.custom.readOnly === false && out.custom.pointerEvents === "auto" && out.custom.opacity === 1, out.custom);
+  const typed = "A person is talking with calm, warm emotion.";
+  const box = await page.evaluate((id) => {
+    const p = app.graph.getNodeById(id).widgets.find((x) => x.name === "prompt");
+    const r = (p.element ?? p.inputEl).getBoundingClientRect();
+    return { x: r.x + r.width / 2, y: r.y + r.height / 2 };
+  }, id);
+  await page.mouse.click(box.x, box.y); // a real click: reaches the textarea only when it is unlocked
+  out.focused = await page.evaluate(() => document.activeElement?.tagName);
+  if (out.focused === "TEXTAREA") {
+    await page.keyboard.press("Control+A");
+    await page.keyboard.type(typed);
+    await page.waitForTimeout(300);
+  }
+  out.typed = await emotionState(id);
+  const prompt = await page.evaluate(async (id) => (await app.graphToPrompt()).output[id]?.inputs, id);
+  out.prompt_inputs = prompt;
+  check("Encode Emotion: typing into the custom prompt reaches the queued prompt",
+        out.typed.prompt === typed && prompt?.prompt === typed && prompt?.preset === "custom", out.typed);
+  // a node added from the node library: the default preset fills the prompt
+  out.created = await page.evaluate(async () => {
+    const node = LiteGraph.createNode("EmoCAST_EncodeEmotion");
+    node.pos = [0, -400];
+    app.graph.add(node);
+    await new Promise((r) => setTimeout(r, 500));
+    const w = (name) => node.widgets.find((x) => x.name === name);
+    const state = { preset: w("preset").value, prompt: w("prompt").value, disabled: Boolean(w("prompt").disabled) };
+    app.graph.remove(node);
+    return state;
+  });
+  check("Encode Emotion: a new node shows its default preset's prompt, locked",
+        out.created.prompt === presets[out.created.preset] && out.created.disabled, out.created);
+  return out;
+}
+
+async function runBasic(file) {
+  await loadWorkflow(file, "emocast_basic (tiny models)");
+  await closeDialogs(); // Missing Models: the real models the workflow names
+  const setup = await page.evaluate((tiny) => {
+    const problems = [];
+    for (const node of app.graph.nodes) {
+      for (const w of node.widgets ?? []) {
+        if (!(w.name in tiny)) continue;
+        const values = w.options?.values;
+        const list = typeof values === "function" ? values() : values;
+        if (Array.isArray(list) && !list.includes(tiny[w.name])) problems.push(`${node.type}.${w.name}: ${tiny[w.name]} not in ${JSON.stringify(list)}`);
+        w.value = tiny[w.name];
+        w.callback?.(w.value, app.canvas, node);
+      }
+    }
+    window.__emocastEvents = [];
+    for (const kind of ["executed", "execution_success", "execution_error", "execution_interrupted"]) {
+      (app.api ?? window.comfyAPI.api.api).addEventListener(kind, (e) => window.__emocastEvents.push({ kind, detail: e.detail }));
+    }
+    return problems;
+  }, TINY);
+  check("run: tiny models and inputs are offered by the combos", setup.length === 0, setup);
+  const prompt = await page.evaluate(async () => (await app.graphToPrompt()).output);
+  const audioNode = Object.entries(prompt).find(([, v]) => v.class_type === "EmoCAST_EncodeAudio")?.[0];
+  // a cached node sends no "executed" again (ComfyUI replays only output nodes): empty the server's cache
+  await fetch(`${opt.url}/api/free`, { method: "POST", headers: { "Content-Type": "application/json" },
+                                        body: JSON.stringify({ free_memory: true }) });
+  await page.waitForTimeout(3000);
+  await frame();
+  await page.locator('[data-testid="queue-button"]').first().click();
+  const t0 = Date.now();
+  const done = await page.waitForFunction(
+    () => window.__emocastEvents.find((e) => e.kind !== "executed"), null,
+    { timeout: Number(opt["run-timeout"]) * 1000, polling: 1000 }).then((h) => h.jsonValue());
+  const out = { seconds: Math.round((Date.now() - t0) / 1000), end: done.kind };
+  if (done.kind !== "execution_success") out.detail = done.detail;
+  check("run: the basic workflow (tiny models) succeeds from the Run button", done.kind === "execution_success", out);
+  await page.waitForTimeout(1000);
+  out.encode_audio = await page.evaluate((id) => {
+    const node = app.graph.getNodeById(Number(id));
+    const info = node.widgets.find((w) => w.name === "emocast_length");
+    return { text: info?.value ?? null, label: info?.label ?? null, widgets_values: node.serialize().widgets_values };
+  }, audioNode);
+  check("run: EmoCAST Encode Audio shows frames and duration",
+        /^\d+ frames · [\d.]+ s · \d+ clips? of \d+ @ [\d.]+ fps$/.test(out.encode_audio.text ?? ""), out.encode_audio);
+  const after = await page.evaluate(async () => (await app.graphToPrompt()).output);
+  out.prompt_audio_inputs = after[audioNode]?.inputs;
+  check("run: the length line stays out of the saved workflow and the prompt",
+        JSON.stringify(out.encode_audio.widgets_values) === JSON.stringify([TINY.frames_per_clip]) &&
+        !("emocast_length" in (after[audioNode]?.inputs ?? {})), out);
+  const events = await page.evaluate(() => window.__emocastEvents.map((e) => e.kind));
+  out.events = events;
+  await frame({ top: true });
+  await screenshot("basic_result.png");
+  return out;
+}
+
+try {
+  await page.goto(opt.url, { waitUntil: "load" });
+  await page.waitForFunction(() => window.app?.graph && window.LiteGraph && app.extensions?.length > 0 &&
+                             app.extensionManager?.command, null, { timeout: 90000 });
+  await page.waitForTimeout(2000);
+  await closeDialogs();
+  const ext = await page.evaluate(() => {
+    app.registerExtension({ name: "EmoCAST.frontendCheck", beforeConfigureGraph(_graph, missing) {
+      window.__emocastMissing = missing; // filled by loadGraphData after this hook
+    } });
+    if (app.canvas) app.canvas.show_info = false; // no stats in the corner of the screenshots
+    return { version: window.__COMFYUI_FRONTEND_VERSION__, extensions: app.extensions.map((e) => e.name) };
+  });
+  report.frontend = ext.version;
+  check("web extension EmoCAST.nodes registered", ext.extensions.includes("EmoCAST.nodes"), ext.extensions);
+  // screenshots: no minimap, and of the workflow tabs only the open one
+  await page.addStyleTag({ content: ".minimap-main-container{display:none!important}" +
+    ".p-togglebutton:has(.workflow-tab):not(.p-togglebutton-checked){display:none!important}" });
+  const presets = (await (await fetch(`${opt.url}/extensions/${PACK}/emocast_presets.json`)).json()).presets;
+
+  const files = fs.readdirSync(opt.workflows).filter((f) => f.endsWith(".json")).sort();
+  for (const f of files) {
+    const r = await loadWorkflow(path.join(opt.workflows, f));
+    await closeDialogs();
+    const bad = r.nodes.filter((n) => !n.registered || n.has_errors);
+    const mismatched = r.nodes.filter((n) => !n.widgets_match);
+    report.workflows[f] = { nodes: r.nodes.length, links: r.links, missing: r.missing, dialogs: r.dialogs,
+                            broken: bad.map((n) => `${n.id} ${n.type}`),
+                            widget_mismatch: mismatched.map((n) => ({ id: n.id, type: n.type, now: n.widgets_values,
+                                                                      saved: n.saved_widgets_values })) };
+    check(`${f}: no missing node type`, r.missing.length === 0 && bad.length === 0, { missing: r.missing, bad });
+    check(`${f}: every node and link loaded`, r.nodes.length === r.saved_nodes && r.links === r.saved_links,
+          { nodes: [r.nodes.length, r.saved_nodes], links: [r.links, r.saved_links] });
+    check(`${f}: widget values survive load + serialize`, mismatched.length === 0, report.workflows[f].widget_mismatch);
+    // the shipped workflows name the real models with their download links: with the tiny models in place the
+    // frontend offers them in its Missing Models dialog (by design); any other dialog is a failure
+    const other = r.dialogs.filter((d) => !d.startsWith("Missing Models"));
+    check(`${f}: no dialog but Missing Models after loading`, other.length === 0, other);
+    const shot = { "emocast_basic.json": "basic.png", "emocast_emotion_schedule.json": "emotion_schedule.png" }[f];
+    if (shot) {
+      await frame({ top: true });
+      await screenshot(shot);
+    }
+    if (f === "emocast_basic.json") report.encode_emotion = await exerciseEncodeEmotion(presets);
+  }
+  if (opt.run) report.run = await runBasic(path.join(opt.workflows, "emocast_basic.json"));
+} catch (e) {
+  check("script ran to the end", false, String(e?.stack ?? e));
+} finally {
+  await context.close();
+  fs.rmSync(userDir, { recursive: true, force: true });
+}
+const oursBad = report.console.ours.filter((m) => m.type === "error" || m.type === "warning");
+check("no console error or warning from EmoCAST", oursBad.length === 0, oursBad);
+check("no page error from EmoCAST", !report.page_errors.some((e) => e.ours), report.page_errors.filter((e) => e.ours));
+report.ok = Object.values(report.checks).every(Boolean);
+console.log(JSON.stringify(report, null, 1));
+process.exit(report.ok ? 0 : 1);
