@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from emocast import weights  # noqa: E402
 from emocast.models import checkpoint as ck  # noqa: E402
 
 
@@ -96,7 +97,7 @@ def write_files(folder: Path, values: str) -> tuple[Path, Path]:
 def measure(case: str, path: str, dtype: str, model: str) -> dict:
     """One case, in this (fresh) process: peak RSS above and including the baseline, wall time."""
     shapes, buffers = layout()
-    target = ck.DTYPES[dtype]
+    target = weights.DTYPES[dtype]
     if model == "emocast" and case == "ours":
         from emocast.models.net import EmoCASTNet
 
@@ -183,7 +184,7 @@ def main() -> int:
                 runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
             r = {"wall": statistics.median(x["wall"] for x in runs), "peak": max(x["peak"] for x in runs),
                  "base": min(x["base"] for x in runs)}
-            model_bytes = nbytes * ck.DTYPES[dtype].itemsize / 2
+            model_bytes = nbytes * weights.DTYPES[dtype].itemsize / 2
             if case == "ours" and dtype != "fp32":
                 worst = max(worst, r["peak"] / path.stat().st_size)
             print(f"{case + ' ' + path.suffix + ' -> ' + dtype:34} {r['wall']:7.1f} {r['peak'] / 1e9:8.2f} "
@@ -191,7 +192,7 @@ def main() -> int:
                   f"{(r['peak'] - r['base']) / model_bytes:18.2f}")
         for path in (st, pth):
             t0 = time.perf_counter()
-            ck.inspect_checkpoint(path)
+            weights.inspect_checkpoint(path, ck.NET_FILE)
             print(f"inspect {path.name}: {time.perf_counter() - t0:.2f} s (header / memory map only)")
         print(f"{'PASS' if worst <= 1.2 else 'FAIL'}: ours peaks at {worst:.2f}x the file size (limit 1.2x, "
               "interpreter and torch included)")

@@ -208,13 +208,17 @@ def main():
               f"{r['s_per_video_second']:.1f} s per second of video, peak RSS {r['peak_rss_mib']:.0f} MiB"
               + (f", peak CUDA {r['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in r else ""))
     if oracle:
-        print("  authors' pipeline (same machine, same run):")
+        print("  the authors' pipeline, same machine, same run (ratio > 1: ours is faster):")
         for key, ours in (("public", "tiny"), ("realsize", "realsize")):
-            theirs = oracle.get(key, {})
-            step = theirs.get("s_per_denoising_step") or theirs.get("denoising_unet_s_mean")
-            if step and ours in results:
-                print(f"    {key:10s} {step:.3f} s/step -> ours is {step / results[ours]['s_per_denoiser_step']:.2f}x "
-                      f"faster; peak RSS {theirs.get('peak_rss_mib', float('nan')):.0f} MiB")
+            runs = oracle.get("scenarios", {}).get(key, {}).get("runs")
+            if not runs or ours not in results:
+                continue
+            theirs, mine = runs[-1], results[ours]
+            print(f"    {key:9s} {theirs['s_per_denoising_step']:.3f} s/denoiser step "
+                  f"(x{theirs['s_per_denoising_step'] / mine['s_per_denoiser_step']:.2f}), VAE decode "
+                  f"{theirs['vae_decode_s']:.2f} s (x{theirs['vae_decode_s'] / sum(mine['vae_decode_s']):.2f}), "
+                  f"whole pipeline {theirs['wall_inference_process_s']:.1f} s vs ours {mine['wall_s']:.1f} s, peak RSS "
+                  f"{oracle['scenarios'][key].get('peak_rss_mib', float('nan')):.0f} vs {mine['peak_rss_mib']:.0f} MiB")
     (Path(args.tmp) / "bench_pipeline.json").write_text(json.dumps({"ours": results, "oracle": oracle}, indent=1))
 
 

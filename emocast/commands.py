@@ -5,13 +5,11 @@ from __future__ import annotations
 def _device_dtype(device: str, dtype: str):
     import torch
 
-    from .models.checkpoint import resolve_dtype
+    from .weights import resolve_dtype
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        "cpu" if device == "auto" else device)
-    if dtype == "auto":
-        return dev, torch.float16 if dev.type == "cuda" else torch.float32
-    return dev, resolve_dtype(dtype)
+    return dev, resolve_dtype(dtype, dev)
 
 
 def _settings(args, **overrides):
@@ -111,8 +109,9 @@ def verify_checkpoint(args):
     """Exit 0 iff the file has the EmoCAST Net layout (header / memory map only: seconds on 5 GB)."""
     import math
 
-    from .models.checkpoint import gb, verify_net
+    from .models.checkpoint import verify_net
     from .models.config import UNetConfig
+    from .weights import gb
 
     info, layout = verify_net(args.path)
     params = sum(math.prod(s) for k, s in info.shapes.items() if k not in layout.buffers)
@@ -128,7 +127,8 @@ def convert_checkpoint(args):
     """net.pth -> .safetensors in fp16 / bf16 / fp32, verified first, streamed one tensor at a time."""
     from pathlib import Path
 
-    from .models.checkpoint import convert_checkpoint as convert, gb
+    from .models.checkpoint import convert_checkpoint as convert
+    from .weights import gb
 
     info = convert(args.path, args.out, args.dtype)
     print(f"wrote {info.path}: {len(info.shapes):,} entries, {info.dtype_summary()}, {gb(info.size)} "

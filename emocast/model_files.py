@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import MissingModelError
-
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
+from .weights import SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ def candidates(models_dir: Path, kind: ModelKind) -> list[Path]:
     if kind is LANDMARKER:
         return sorted(folder.rglob("*.task"))
     found = [p for p in sorted(folder.iterdir())
-             if (p.is_file() and p.suffix in WEIGHT_SUFFIXES) or (kind.folders and p.is_dir())]
+             if (p.is_file() and p.suffix in SUFFIXES) or (kind.folders and p.is_dir())]
     return found
 
 

@@ -40,8 +40,7 @@ class LoadAudioEncoder:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "wav2vec2": (host.weight_files(model_files.WAV2VEC2), {
-                "tooltip": f"File in models/audio_encoders. Source: {model_files.WAV2VEC2.source}."}),
+            "wav2vec2": host.weights_combo(model_files.WAV2VEC2),
         }}
 
     def load(self, wav2vec2):

@@ -11,7 +11,6 @@ from .types import CONDITIONING, EMOTION, LOADERS, TEXT_ENCODER
 #: The preset combo's first entry: the prompt widget is used as written.
 CUSTOM = "custom"
 SCHEDULE_DEFAULT = "# <seconds> [@<intensity 0-2>]: <emotion prompt>   (or f<frame>: ...)\n" + EXAMPLE + "\n"
-_EMOTION_OUT = ("Emotion conditioning for EmoCAST Sample (CLIP last_hidden_state of each prompt and of \"\").",)
 
 
 class LoadTextEncoder:
@@ -27,8 +26,7 @@ class LoadTextEncoder:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "clip_name": (host.weight_files(model_files.CLIP), {
-                "tooltip": f"File in models/text_encoders. Source: {model_files.CLIP.source}."}),
+            "clip_name": host.weights_combo(model_files.CLIP),
         }}
 
     def load(self, clip_name):
@@ -37,15 +35,21 @@ class LoadTextEncoder:
         return (load_text_encoder(host.resolve_file(model_files.CLIP, clip_name)),)
 
 
-class EncodeEmotion:
-    DESCRIPTION = ("One emotion for the whole video, as free text (\"A person is talking with happy emotion.\") "
-                   "or a preset. Presets are the authors' prompt template for the eight basic emotions plus two "
-                   "of the paper's scene prompts.")
+class _EmotionNode:
+    """What both emotion nodes give: the emotion conditioning."""
+
     CATEGORY = CONDITIONING
     FUNCTION = "encode"
     RETURN_TYPES = (EMOTION,)
     RETURN_NAMES = ("emotion",)
-    OUTPUT_TOOLTIPS = _EMOTION_OUT
+    OUTPUT_TOOLTIPS = ("Emotion conditioning for EmoCAST Sample (CLIP last_hidden_state of each prompt and of "
+                       "\"\").",)
+
+
+class EncodeEmotion(_EmotionNode):
+    DESCRIPTION = ("One emotion for the whole video, as free text (\"A person is talking with happy emotion.\") "
+                   "or a preset. Presets are the authors' prompt template for the eight basic emotions plus two "
+                   "of the paper's scene prompts.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -70,15 +74,10 @@ class EncodeEmotion:
         return (text_encoder.encode(prompt.strip()),)
 
 
-class EmotionSchedule:
+class EmotionSchedule(_EmotionNode):
     DESCRIPTION = ("Emotion over time: keyframed prompts, one per line, with optional intensity (0 = the neutral "
                    "prompt, 1 = as written, 2 = exaggerated). Each keyframe holds until the next; the change "
                    "eases in over transition_s seconds before it.")
-    CATEGORY = CONDITIONING
-    FUNCTION = "encode"
-    RETURN_TYPES = (EMOTION,)
-    RETURN_NAMES = ("emotion",)
-    OUTPUT_TOOLTIPS = _EMOTION_OUT
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -22,6 +22,7 @@ import folder_paths
 from ..emocast import model_files
 from ..emocast.errors import InputError, MissingModelError
 from ..emocast.models.vae import LATENT_SCALE
+from ..emocast.weights import SUFFIXES, resolve_dtype as _resolve_dtype
 from .types import LOGGER
 
 log = logging.getLogger(LOGGER)
@@ -31,7 +32,6 @@ LANDMARKER_AUTO, LANDMARKER_MESH, LANDMARKER_IF106 = "auto", "mediapipe face mes
 #: Dtype choices of the model loaders.
 DTYPE_AUTO = "auto"
 DTYPES = (DTYPE_AUTO, "fp16", "bf16", "fp32")
-_TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 # ---------------------------------------------------------------------------------------------- folders
@@ -49,13 +49,15 @@ def _folders(kind: model_files.ModelKind) -> list[str]:
         return []
 
 
-def weight_files(kind: model_files.ModelKind) -> list[str]:
-    """Weights files of a kind for a combo (our own keys accept any extension: filter them here)."""
+def weights_combo(kind: model_files.ModelKind) -> tuple[list[str], dict]:
+    """A combo input of a kind's weights files (our own keys accept any extension: filtered here), with a
+    tooltip saying where the files are and come from."""
     try:
         names = folder_paths.get_filename_list(kind.key)
     except KeyError:
-        return []
-    return sorted(n for n in names if n.lower().endswith(model_files.WEIGHT_SUFFIXES))
+        names = []
+    files = sorted(n for n in names if n.lower().endswith(SUFFIXES))
+    return files, {"tooltip": f"File in models/{kind.key}. Source: {kind.source}."}
 
 
 def missing_model(kind: model_files.ModelKind, name: str, folders: Sequence[str]) -> MissingModelError:
@@ -137,13 +139,8 @@ def intermediate_device() -> torch.device:
 
 
 def resolve_dtype(choice: str, device: Optional[torch.device] = None) -> torch.dtype:
-    """auto: fp16 on CUDA, fp32 elsewhere (CPU fp16 is slow and not what the authors ran)."""
-    if choice == DTYPE_AUTO:
-        device = device or compute_device()
-        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
-    if choice not in _TORCH_DTYPES:
-        raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {choice!r}.")
-    return _TORCH_DTYPES[choice]
+    """A dtype choice as a torch dtype; auto: fp16 when ComfyUI computes on CUDA, else fp32."""
+    return _resolve_dtype(choice, (device or compute_device()) if choice == DTYPE_AUTO else None)
 
 
 class Managed(torch.nn.Module):

@@ -34,8 +34,7 @@ class LoadModel:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "ckpt_name": (host.weight_files(model_files.EMOCAST), {
-                "tooltip": f"File in models/emocast. Source: {model_files.EMOCAST.source}."}),
+            "ckpt_name": host.weights_combo(model_files.EMOCAST),
             "dtype": (list(host.DTYPES), {"default": host.DTYPE_AUTO, "tooltip": _DTYPE_TOOLTIP}),
         }}
 
@@ -63,8 +62,7 @@ class LoadVAE:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "vae_name": (host.weight_files(model_files.VAE), {
-                "tooltip": f"File in models/vae. Source: {model_files.VAE.source}."}),
+            "vae_name": host.weights_combo(model_files.VAE),
             "dtype": (list(host.DTYPES), {"default": host.DTYPE_AUTO, "tooltip": _DTYPE_TOOLTIP}),
         }}
 

@@ -1,5 +1,7 @@
 """Shared test setup: offline, deterministic, CPU only, never reading ../shared."""
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,6 +20,12 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
     return FIXTURES
+
+
+def run_cli(*args, timeout=600) -> subprocess.CompletedProcess:
+    """`python -m emocast ARGS...` in the repository root, its output captured as text."""
+    return subprocess.run([sys.executable, "-m", "emocast", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 class TinyCase:

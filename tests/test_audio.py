@@ -188,8 +188,9 @@ def test_wrong_architecture_is_a_checkpoint_error(tmp_path):
         load_wav2vec2(tmp_path / "tiny.safetensors")
     assert "facebook/wav2vec2-base-960h" in str(err.value)
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="junk.safetensors is incomplete or damaged") as err:
         load_wav2vec2(tmp_path / "junk.safetensors")
+    assert WAV2VEC2_URL in err.value.hint
 
 
 def test_bundled_base_config_builds_base_960h():

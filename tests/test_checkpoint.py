@@ -6,8 +6,6 @@ that are sparse (a header plus a hole: gigabytes declared, nothing written).
 import json
 import math
 import struct
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,8 +13,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, run_cli
 from emocast.errors import CheckpointError, InputError, MissingModelError
+from emocast import weights
 from emocast.models import checkpoint as ck
 
 REAL = {k: tuple(s) for k, s in json.loads((FIXTURES / "weights/emocast_net_keys.json").read_text())["keys"].items()}
@@ -61,8 +60,8 @@ def sparse_safetensors(path, shapes, dtype="F16"):
     return path
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "emocast", *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+def inspect(path):
+    return weights.inspect_checkpoint(path, ck.NET_FILE)
 
 
 def error(path, expected=TINY_NAMES):
@@ -78,7 +77,7 @@ def error(path, expected=TINY_NAMES):
 def test_load_into_meta_model_is_exact_in_every_dtype(tmp_path, suffix, dtype):
     sd = small_sd()
     model = ck.load_into(meta_small(), save(sd, tmp_path / f"w{suffix}"), dtype)
-    want = ck.resolve_dtype(dtype) or torch.float32
+    want = weights.resolve_dtype(dtype) or torch.float32
     for k, v in model.state_dict().items():
         assert v.device.type == "cpu" and v.dtype == want, k  # buffers are cast too (like net.to(weight_dtype))
         assert torch.equal(v, sd[k].to(want)), k
@@ -112,7 +111,7 @@ def test_fp16_file_loads_as_fp32_and_progress_ticks(tmp_path):
 ])
 def test_nested_or_prefixed_state_dicts_are_unwrapped(tmp_path, wrap):
     torch.save(wrap(small_sd()), tmp_path / "w.pth")
-    info = ck.inspect_checkpoint(tmp_path / "w.pth")
+    info = inspect(tmp_path / "w.pth")
     assert set(info.shapes) == set(small_sd()) and info.unwrapped
     ck.load_into(meta_small(), tmp_path / "w.pth")
 
@@ -126,7 +125,7 @@ def test_prefixed_safetensors_and_legacy_pth_load(tmp_path):
 
 def test_inspect_reads_only_the_safetensors_header(tmp_path):
     path = sparse_safetensors(tmp_path / "real.safetensors", REAL)  # 5 GB declared, nothing on disk
-    info = ck.inspect_checkpoint(path)
+    info = inspect(path)
     assert info.shapes == REAL and info.size == path.stat().st_size > 4.9e9
     assert info.dtype_summary() == "fp16" and info.numel == 2_494_635_668
 
@@ -195,7 +194,7 @@ def test_truncated_files_say_incomplete_with_the_size(tmp_path):
         cut = tmp_path / name
         cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
         with pytest.raises(CheckpointError) as e:
-            ck.inspect_checkpoint(cut)
+            inspect(cut)
         assert f"{name} is incomplete or damaged ({cut.stat().st_size:,} bytes on disk" in str(e.value)
         assert "Download it again" in e.value.hint
     with pytest.raises(CheckpointError, match="the full file is about 3.98 GB in fp16"):
@@ -219,7 +218,7 @@ def test_empty_folder_lfs_html_and_unknown_files(tmp_path):
     folder.mkdir()
     (folder / "net.pth").touch()
     with pytest.raises(CheckpointError) as e:
-        ck.inspect_checkpoint(folder)
+        inspect(folder)
     assert f"{folder} is a folder, not a weights file (the folder holds net.pth)." in str(e.value)
     assert e.value.hint == f"Pass the file itself, e.g. {folder / 'net.pth'}."
 
@@ -243,7 +242,7 @@ def test_pickles_needing_code_are_refused_not_run(tmp_path):
 # ------------------------------------------------------------------------------------------- CLI
 
 def test_cli_verify_accepts_the_released_layout_from_its_header(tmp_path):
-    out = cli("verify-checkpoint", sparse_safetensors(tmp_path / "net.safetensors", REAL))
+    out = run_cli("verify-checkpoint", sparse_safetensors(tmp_path / "net.safetensors", REAL))
     assert out.returncode == 0, out.stderr
     assert "EmoCAST Net layout, UNet widths 320/640/1280/1280" in out.stdout
     assert "2,832 entries, 2,493,427,348 parameters (+ 1,208,320 buffer values), fp16, 4.99 GB" in out.stdout
@@ -251,11 +250,11 @@ def test_cli_verify_accepts_the_released_layout_from_its_header(tmp_path):
 
 def test_cli_verify_diagnoses_hallo_with_exit_2(tmp_path):
     hallo = {k: s for k, s in REAL.items() if not any(m in k for m in ck.EMOCAST_ONLY)}
-    out = cli("verify-checkpoint", sparse_safetensors(tmp_path / "net.safetensors", hallo))
+    out = run_cli("verify-checkpoint", sparse_safetensors(tmp_path / "net.safetensors", hallo))
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.startswith("error: net.safetensors looks like a Hallo net.pth")
     assert "missing (176):" in out.stderr and "hint: Download EmoCAST's net.pth" in out.stderr
-    missing = cli("verify-checkpoint", tmp_path / "nope.pth")
+    missing = run_cli("verify-checkpoint", tmp_path / "nope.pth")
     assert missing.returncode == 2 and "nope.pth not found in" in missing.stderr
 
 
@@ -264,18 +263,18 @@ def test_cli_convert_then_verify_a_tiny_net(tmp_path):
     from emocast.demo.tiny import key_shapes
 
     src = sparse_safetensors(tmp_path / "tiny.safetensors", key_shapes("net"), "F32")
-    out = cli("convert-checkpoint", src, "--out", tmp_path / "tiny_bf16.safetensors", "--dtype", "bf16")
+    out = run_cli("convert-checkpoint", src, "--out", tmp_path / "tiny_bf16.safetensors", "--dtype", "bf16")
     assert out.returncode == 0, out.stderr
     assert "tiny_bf16.safetensors: 2,832 entries, bf16" in out.stdout and "(from tiny.safetensors)" in out.stdout
-    ver = cli("verify-checkpoint", tmp_path / "tiny_bf16.safetensors")
+    ver = run_cli("verify-checkpoint", tmp_path / "tiny_bf16.safetensors")
     assert ver.returncode == 0 and "UNet widths 32/64/96/96 (not the released 320/640/1280/1280)" in ver.stdout
-    same = cli("convert-checkpoint", src, "--out", src)
+    same = run_cli("convert-checkpoint", src, "--out", src)
     assert same.returncode == 2 and "is the input file" in same.stderr
 
 
 def test_cli_convert_refuses_a_wrong_layout_and_writes_nothing(tmp_path):
     mm = {k.removeprefix("denoising_unet."): torch.zeros(2) for k in TINY_NAMES if "motion_modules." in k}
-    out = cli("convert-checkpoint", save(mm, tmp_path / "mm.ckpt"), "--out", tmp_path / "x.safetensors")
+    out = run_cli("convert-checkpoint", save(mm, tmp_path / "mm.ckpt"), "--out", tmp_path / "x.safetensors")
     assert out.returncode == 2 and "AnimateDiff motion module" in out.stderr
     assert not list(tmp_path.glob("x.safetensors*"))
 

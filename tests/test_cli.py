@@ -1,15 +1,7 @@
 """`python -m emocast`: the demo end to end, generate on the exported tiny models, and its errors."""
-import subprocess
-import sys
-
 import pytest
 
-from conftest import ROOT
-
-
-def emocast(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "emocast", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+from conftest import ROOT, run_cli
 
 
 def probe(path):
@@ -25,7 +17,7 @@ def probe(path):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("demo")
-    out = emocast("demo", "--out", str(d / "demo.mp4"), "--export-models", str(d / "models"), "--steps", "1")
+    out = run_cli("demo", "--out", str(d / "demo.mp4"), "--export-models", str(d / "models"), "--steps", "1")
     return d, out
 
 
@@ -41,12 +33,12 @@ def test_demo_writes_the_video_with_its_speech(demo_run):
 def test_exported_models_verify_and_generate_with_an_emotion_schedule(demo_run, tmp_path):
     d, _ = demo_run
     models = d / "models"
-    assert emocast("verify-checkpoint", str(models / "emocast" / "emocast_tiny.safetensors")).returncode == 0
+    assert run_cli("verify-checkpoint", str(models / "emocast" / "emocast_tiny.safetensors")).returncode == 0
     schedule = tmp_path / "emotion.txt"
     schedule.write_text("# calm, then angry in the middle of the second clip\n"
                         "0.0: A person is talking calmly.\n"
                         "0.9 @1.5: The person becomes furious.\n")
-    out = emocast("generate", "--image", str(ROOT / "emocast/demo/assets/portrait_astronaut_512.png"),
+    out = run_cli("generate", "--image", str(ROOT / "emocast/demo/assets/portrait_astronaut_512.png"),
                   "--audio", str(ROOT / "emocast/demo/assets/speech_en_16k.wav"),
                   "--emotion-schedule", str(schedule), "--models", str(models), "--out", str(tmp_path / "o.mp4"),
                   "--size", "128", "--steps", "1", "--clip-length", "12")
@@ -62,7 +54,7 @@ def test_exported_models_verify_and_generate_with_an_emotion_schedule(demo_run, 
     (["verify-checkpoint", "LICENSE"], "error:"),
 ])
 def test_bad_input_is_one_clear_line_and_exit_code_2(args, message):
-    out = emocast(*args)
+    out = run_cli(*args)
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
@@ -71,6 +63,6 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(args, message):
 def test_a_bad_schedule_names_its_line(tmp_path):
     schedule = tmp_path / "s.txt"
     schedule.write_text("0.0: calm\nsoon: angry\n")
-    out = emocast("generate", "--image", "LICENSE", "--audio", "LICENSE", "--emotion-schedule", str(schedule),
+    out = run_cli("generate", "--image", "LICENSE", "--audio", "LICENSE", "--emotion-schedule", str(schedule),
                   "--models", str(tmp_path), "--out", "o.mp4")
     assert out.returncode == 2 and "line 2" in out.stderr and "Traceback" not in out.stderr

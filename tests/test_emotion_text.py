@@ -4,13 +4,13 @@ import logging
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from emocast.demo.tiny import CONFIGS, rule_value, tiny_state_dict
 from emocast.emotion.presets import NEUTRAL_PROMPT
 from emocast.emotion.schedule import parse_schedule
 from emocast.emotion.text import MODEL_URL, default_config, load_text_encoder
 from emocast.errors import CheckpointError, MissingModelError
+from emocast.weights import save_weights
 
 TINY_CONFIG = json.loads((CONFIGS / "tiny_text_encoder" / "config.json").read_text())
 PROMPT = "A person is talking with happy emotion."
@@ -26,17 +26,10 @@ def tiny_weights():
     return tiny_state_dict("text_encoder")  # transformers 4.39 names: `text_model.` prefix
 
 
-def write_clip(path, sd, config=None):
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
-    if config is not None:
-        path.with_suffix(".json").write_text(json.dumps(config))
-    return path
-
-
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory, tiny_weights):
-    return load_text_encoder(write_clip(tmp_path_factory.mktemp("te") / "clip_tiny.safetensors", tiny_weights,
-                                        TINY_CONFIG))
+    return load_text_encoder(save_weights(tiny_weights, tmp_path_factory.mktemp("te") / "clip_tiny.safetensors",
+                                          TINY_CONFIG))
 
 
 def small_clip():
@@ -112,7 +105,7 @@ def test_fp16_comfy_file_with_extras_equals_fp32_of_the_same_values(tmp_path, ti
     extras = {"text_projection.weight": torch.zeros(768, 768, dtype=torch.half),
               "logit_scale": torch.tensor(4.6, dtype=torch.half),
               "text_model.embeddings.position_ids": torch.arange(77)[None]}
-    enc16 = load_text_encoder(write_clip(tmp_path / "clip_l.safetensors", {**half, **extras}, TINY_CONFIG))
+    enc16 = load_text_encoder(save_weights({**half, **extras}, tmp_path / "clip_l.safetensors", TINY_CONFIG))
     assert all(p.dtype == torch.float32 for p in enc16.model.parameters())
     # The same fp16-rounded values stored in fp32 as a Hugging Face folder of a full CLIPModel,
     # keys without the prefix (as transformers 5 names them) and a vision tower to ignore.
@@ -120,7 +113,7 @@ def test_fp16_comfy_file_with_extras_equals_fp32_of_the_same_values(tmp_path, ti
     folder.mkdir()
     vision = {"vision_model.embeddings.class_embedding": torch.zeros(4), "visual_projection.weight": torch.zeros(2, 2)}
     text = {k.removeprefix("text_model."): v.float() for k, v in half.items()}
-    write_clip(folder / "model.safetensors", text | vision)
+    save_weights(text | vision, folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps({"model_type": "clip", "text_config": TINY_CONFIG}))
     enc32 = load_text_encoder(folder)
     a, b = enc16.embed(PROMPT), enc32.embed(PROMPT)
@@ -138,7 +131,7 @@ def test_default_config_is_clip_vit_l14():
 def test_file_without_sidecar_is_read_as_clip_vit_l14(tmp_path):
     sd, _ = small_clip()
     with pytest.raises(CheckpointError) as e:
-        load_text_encoder(write_clip(tmp_path / "clip_small.safetensors", sd))
+        load_text_encoder(save_weights(sd, tmp_path / "clip_small.safetensors"))
     msg = str(e.value)
     assert "missing keys" in msg and "shape mismatches" in msg and "[49408, 64]" in msg and "[49408, 768]" in msg
     assert "'<file stem>.json'" in msg
@@ -146,7 +139,7 @@ def test_file_without_sidecar_is_read_as_clip_vit_l14(tmp_path):
 
 def test_sidecar_config_overrides_the_default(tmp_path):
     sd, config = small_clip()
-    enc = load_text_encoder(write_clip(tmp_path / "clip_small.safetensors", sd, config))
+    enc = load_text_encoder(save_weights(sd, tmp_path / "clip_small.safetensors", config))
     assert enc.embed("hello").shape == (77, 64)
 
 
@@ -161,7 +154,7 @@ def test_wrong_keys_are_refused(tmp_path, edit, fragment):
     sd, config = small_clip()
     edit(sd)
     with pytest.raises(CheckpointError) as e:
-        load_text_encoder(write_clip(tmp_path / "clip_small.safetensors", sd, config))
+        load_text_encoder(save_weights(sd, tmp_path / "clip_small.safetensors", config))
     assert fragment in str(e.value) and "clip_small.safetensors" in str(e.value)
 
 

@@ -1,9 +1,7 @@
 """The pack's shape: the library never imports the host, the CLI answers, errors are one line."""
 import ast
-import subprocess
-import sys
 
-from conftest import ROOT
+from conftest import ROOT, run_cli
 
 HOST_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "server",
                 "execution", "latent_preview", "nodes"}
@@ -30,9 +28,9 @@ def test_library_never_reads_shared_folder():
 
 
 def test_cli_help_lists_every_subcommand():
-    out = subprocess.run([sys.executable, "-m", "emocast", "--help"], cwd=ROOT, capture_output=True, text=True)
+    out = run_cli("--help")
     assert out.returncode == 0
     for cmd in ("demo", "generate", "verify-checkpoint", "convert-checkpoint"):
         assert cmd in out.stdout
-        sub = subprocess.run([sys.executable, "-m", "emocast", cmd, "--help"], cwd=ROOT, capture_output=True, text=True)
+        sub = run_cli(cmd, "--help")
         assert sub.returncode == 0, sub.stderr

@@ -85,3 +85,27 @@ def test_half_precision_runs_on_cpu(tiny_case, dtype):
     ref = tiny_case.generate(steps=2)
     assert video.dtype == torch.float32 and torch.isfinite(video).all()
     assert (video - ref).abs().mean() < 0.05
+
+
+def test_a_one_keyframe_schedule_is_the_single_prompt_exactly(tiny_case):
+    from emocast.emotion.schedule import parse_schedule
+
+    prompt = tiny_case.params["prompt_emo"]
+    scheduled = tiny_case.text.encode(parse_schedule(f"0.0: {prompt}"))
+    assert torch.equal(tiny_case.generate(emotion=scheduled, steps=1), tiny_case.generate(steps=1))
+
+
+def test_each_frame_gets_its_own_emotion_across_clips(tiny_case, monkeypatch):
+    import emocast.pipeline.clips as clips_module
+    from emocast.emotion.schedule import parse_schedule
+
+    emotion = tiny_case.text.encode(parse_schedule("0.0: A person is talking calmly.\n"
+                                                   "0.3 @1.5: The person becomes furious.", transition_s=0.2))
+    audio = AudioFeatures(torch.cat([tiny_case.audio.features] * 2), num_frames=12)  # frames 0-5, 6-11
+    seen, sample = [], clips_module.sample_clip
+    monkeypatch.setattr(clips_module, "sample_clip", lambda net, vae, clip, *a, **k: (
+        seen.append(clip.text.clone()), sample(net, vae, clip, *a, **k))[1])
+    tiny_case.generate(audio=audio, emotion=emotion, steps=1)
+    expected = emotion.per_frame(12, 25)
+    assert torch.equal(torch.cat(seen), expected)
+    assert not torch.equal(expected[0], expected[11])  # the transition (frames 3-7) crosses the clip boundary

@@ -15,13 +15,13 @@ the demo proves the plumbing, not the model.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .. import bundled_config
+from ..weights import save_weights
 from .tiny import config, rule_value, tiny_net, tiny_state_dict, tiny_vae, write_tiny_text_encoder
 
 #: Resolution of the tiny demo (a multiple of 64; the real model runs at 512).
@@ -71,29 +71,21 @@ def demo_models(workdir: str | Path) -> DemoModels:
                       insightface=write_tiny_insightface(workdir / "insightface" / "models"))
 
 
-def _save(sd: dict, path: Path, cfg: dict | None = None, dtype=torch.float16) -> Path:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.to(dtype).contiguous() for k, v in sd.items()}, str(path))
-    if cfg is not None:
-        path.with_suffix(".json").write_text(json.dumps(cfg, indent=1))
-    return path
-
-
 def export_models(models_dir: str | Path) -> dict[str, Path]:
     """Write the demo models into a ComfyUI-style models folder; returns what went where."""
     from .face_models import write_tiny_insightface
 
     d = Path(models_dir)
-    net = tiny_state_dict("net")
-    out = {
-        "emocast": _save(net, d / "emocast" / NET_FILE),
-        "vae": _save(tiny_state_dict("vae"), d / "vae" / "emocast_tiny_vae.safetensors", config("tiny_vae/config.json"),
-                     dtype=torch.float32),
+    return {
+        "emocast": save_weights(_fp16(tiny_state_dict("net")), d / "emocast" / NET_FILE),
+        "vae": save_weights(tiny_state_dict("vae"), d / "vae" / "emocast_tiny_vae.safetensors",
+                            config("tiny_vae/config.json")),
         "text_encoders": write_tiny_text_encoder(d / "text_encoders"),
-        "audio_encoders": _save(demo_wav2vec2_state_dict(), d / "audio_encoders" / "emocast_tiny_wav2vec2.safetensors",
-                                demo_wav2vec2_config()),
+        "audio_encoders": save_weights(_fp16(demo_wav2vec2_state_dict()), d / "audio_encoders" /
+                                       "emocast_tiny_wav2vec2.safetensors", demo_wav2vec2_config()),
         "insightface": write_tiny_insightface(d / "insightface" / "models"),
     }
-    return out
+
+
+def _fp16(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.half() for k, v in sd.items()}

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from ..weights import save_weights
+
 CONFIGS = Path(__file__).resolve().parent / "configs"
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_IMAGE = ASSETS / "portrait_astronaut_512.png"
@@ -103,11 +105,5 @@ def tiny_vae(dtype: torch.dtype = torch.float32, device: str | torch.device = "c
 
 def write_tiny_text_encoder(folder: str | Path) -> Path:
     """The tiny CLIP text encoder as one safetensors file + sidecar config; returns the file."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "emocast_tiny_clip.safetensors"
-    save_file({k: v.contiguous() for k, v in tiny_state_dict("text_encoder").items()}, str(path))
-    path.with_suffix(".json").write_text(json.dumps(config("tiny_text_encoder/config.json")))
-    return path
+    return save_weights(tiny_state_dict("text_encoder"), Path(folder) / "emocast_tiny_clip.safetensors",
+                        config("tiny_text_encoder/config.json"))

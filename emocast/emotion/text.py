@@ -18,7 +18,6 @@ bundled ViT-L/14 config unless a `<file stem>.json` sidecar sits next to it.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -26,14 +25,16 @@ import torch
 
 from .. import bundled_config
 from ..conditioning import EmotionConditioning, EmotionKeyframe
-from ..errors import CheckpointError, MissingModelError
-from ..weights import read_state_dict, sidecar_config
+from ..errors import CheckpointError
+from ..models import ModelWrapper
+from ..weights import Download, locate, read_state_dict
 from .presets import NEUTRAL_PROMPT
 from .schedule import EmotionSchedule, KeyframeSpec
 
 log = logging.getLogger("EmoCAST")
 
 MODEL_URL = "https://huggingface.co/openai/clip-vit-large-patch14"
+CLIP_FILE = Download("model.safetensors", MODEL_URL)
 WHERE_TO_GET = (f"Put ComfyUI's clip_l.safetensors in models/text_encoders/, or download {MODEL_URL} "
                 "(config.json + model.safetensors) and give its folder.")
 TOKENIZER_DIR = Path(__file__).resolve().with_name("tokenizer")
@@ -57,16 +58,12 @@ def load_tokenizer():
     return CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), model_max_length=MAX_TOKENS, local_files_only=True)
 
 
-class TextEncoder:
+class TextEncoder(ModelWrapper):
     """prompt -> [77, 768] CLIP last_hidden_state, float32 on the CPU."""
 
     def __init__(self, model, tokenizer):
         self.model = model.float().eval().requires_grad_(False)
         self.tokenizer = tokenizer
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     def tokenize(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         """input_ids and attention_mask, each [1, 77] (long prompts truncated with a warning)."""
@@ -97,21 +94,6 @@ class TextEncoder:
         return EmotionConditioning(keyframes, emb[""], emb[neutral_prompt] if scaled else None, schedule.transition_s)
 
 
-def _locate(path: Path) -> tuple[Path, dict]:
-    """(weights file, text config) of a folder or a single file."""
-    if path.is_dir():
-        weights = next((path / n for n in FOLDER_WEIGHTS if (path / n).is_file()), None)
-        if weights is None or not (path / "config.json").is_file():
-            raise MissingModelError(f"{path} is not a CLIP text encoder folder: looked for config.json and one of "
-                                    f"{', '.join(FOLDER_WEIGHTS)}.", hint=WHERE_TO_GET)
-        config = json.loads((path / "config.json").read_text())
-        return weights, config.get("text_config", config) if config.get("model_type") == "clip" else config
-    if path.is_file():
-        return path, sidecar_config(path) or default_config()
-    raise MissingModelError(f"CLIP ViT-L/14 text encoder not found: {path} (looked for a weights file or a "
-                            "Hugging Face folder there).", hint=WHERE_TO_GET)
-
-
 def _text_weights(sd: dict[str, torch.Tensor], expected: dict[str, tuple], name: str) -> dict[str, torch.Tensor]:
     """The text model's weights in fp32 (prefix stripped, known extras dropped); CheckpointError otherwise."""
     sd = {k.removeprefix("text_model."): v for k, v in sd.items()}
@@ -132,14 +114,18 @@ def load_text_encoder(path: str | Path, device: str | torch.device = "cpu") -> T
     """CLIP text encoder from a local folder or file, with eager attention, computing in fp32."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    weights, config = _locate(Path(path))
+    weights, config = locate(path, FOLDER_WEIGHTS, default_config, what="CLIP ViT-L/14 text encoder",
+                             hint=WHERE_TO_GET)
+    if config.get("model_type") == "clip":  # a full CLIPModel's folder
+        config = config.get("text_config", config)
     config = CLIPTextConfig.from_dict({k: v for k, v in config.items() if not k.startswith("_")})
     config._attn_implementation = "eager"
     with torch.device("meta"):
         model = CLIPTextModel(config)
     text = getattr(model, "text_model", model)  # transformers 4 nests the transformer; 5 flattens it
     expected = {k: tuple(v.shape) for k, v in text.state_dict().items()}
-    text.load_state_dict(_text_weights(read_state_dict(weights), expected, weights.name), strict=True, assign=True)
+    sd = _text_weights(read_state_dict(weights, CLIP_FILE), expected, weights.name)
+    text.load_state_dict(sd, strict=True, assign=True)
     text.embeddings.position_ids = torch.arange(config.max_position_embeddings).expand(1, -1)
     log.info("CLIP text encoder loaded from %s (%d layers).", weights, config.num_hidden_layers)
     return TextEncoder(model.to(device), load_tokenizer())

@@ -7,35 +7,29 @@ single file, in diffusers or original (LDM, e.g. vae-ft-mse-840000-ema-pruned.sa
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import torch
 
 from .. import bundled_config
-from ..errors import CheckpointError, MissingModelError
-from ..weights import read_state_dict, sidecar_config
+from ..errors import CheckpointError
+from ..weights import Download, locate, read_state_dict
+from . import ModelWrapper
 
 log = logging.getLogger("EmoCAST")
 
 LATENT_SCALE = 0.18215
 VAE_URL = "https://huggingface.co/stabilityai/sd-vae-ft-mse"
+VAE_FILE = Download("diffusion_pytorch_model.safetensors", VAE_URL)
+FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
-class VAECodec:
+class VAECodec(ModelWrapper):
     """pixels [N, 3, H, W] in [-1, 1] <-> latents [N, 4, H/8, W/8] already scaled by 0.18215."""
 
     def __init__(self, model):
         self.model = model.eval().requires_grad_(False)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -57,17 +51,9 @@ def load_vae(path: str | Path, dtype: torch.dtype = torch.float32, device: str |
     """AutoencoderKL from a diffusers folder or one weights file (config: sidecar JSON or sd-vae-ft-mse)."""
     from diffusers import AutoencoderKL
 
-    path = Path(path)
-    if path.is_dir():
-        weights = next((path / n for n in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-                        if (path / n).is_file()), None)
-        if weights is None or not (path / "config.json").is_file():
-            raise MissingModelError(f"{path} is not a diffusers VAE folder (needs config.json and "
-                                    "diffusion_pytorch_model.safetensors).", hint=f"Download sd-vae-ft-mse from {VAE_URL}.")
-        config = json.loads((path / "config.json").read_text())
-    else:
-        weights, config = path, sidecar_config(path) or default_config()
-    sd = read_state_dict(weights)
+    weights, config = locate(path, FOLDER_WEIGHTS, default_config, what="SD VAE",
+                             hint=f"Download sd-vae-ft-mse from {VAE_URL}.")
+    sd = read_state_dict(weights, VAE_FILE)
     if any(k.startswith(("encoder.down.", "first_stage_model.")) for k in sd):
         from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 

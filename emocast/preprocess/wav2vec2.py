@@ -28,7 +28,6 @@ channels at 3.2 kHz), not in attention (SDPA keeps it linear).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -40,13 +39,16 @@ import torch.nn.functional as F
 
 from .. import CONFIGS
 from ..conditioning import FPS, AudioFeatures
-from ..errors import CheckpointError, ConfigError, InputError, MissingModelError
+from ..errors import CheckpointError, ConfigError, InputError
+from ..models import ModelWrapper
+from ..weights import Download, locate, read_json, read_state_dict
 from .audio import SAMPLE_RATE, Speech, check_samples, frame_count
 
 log = logging.getLogger("EmoCAST")
 
 BASE_960H_CONFIG = CONFIGS / "wav2vec2_base_960h.json"
 WAV2VEC2_URL = "https://huggingface.co/facebook/wav2vec2-base-960h"
+WAV2VEC2_FILE = Download("model.safetensors", WAV2VEC2_URL)
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _HEADS = ("lm_head.", "quantizer.", "project_q.", "project_hid.", "classifier.", "projector.")
 _NOT_CONFIG = ("architectures", "transformers_version", "torch_dtype", "dtype", "_name_or_path", "model_type")
@@ -82,20 +84,12 @@ class Windowing:
 
 
 @dataclass
-class Wav2Vec2Encoder:
+class Wav2Vec2Encoder(ModelWrapper):
     """A loaded wav2vec2 (eval mode, no gradients) and whether its input is normalised."""
 
     model: torch.nn.Module
     normalize: bool = True
     source: str = ""
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     @property
     def receptive_field(self) -> int:
@@ -123,29 +117,15 @@ def load_wav2vec2(path: str | Path, *, device="cpu", dtype: torch.dtype = torch.
     weights and the legacy `weight_g` / `weight_v` pos-conv names are accepted.
     """
     path = Path(path)
-    if path.is_dir():
-        config_file = path / "config.json"
-        weights = next((path / n for n in _WEIGHT_FILES if (path / n).is_file()), None)
-        if not config_file.is_file() or weights is None:
-            missing = "config.json" if not config_file.is_file() else " or ".join(_WEIGHT_FILES)
-            raise MissingModelError(
-                f"the wav2vec2 folder {path} has no {missing}.",
-                hint=f"Download config.json, model.safetensors and preprocessor_config.json from {WAV2VEC2_URL}.",
-            )
-        config = _read_json(config_file)
-        pre = path / "preprocessor_config.json"
-        if pre.is_file():
-            config["do_normalize"] = _read_json(pre).get("do_normalize", True)
-    elif path.is_file():
-        weights, sidecar = path, path.with_suffix(".json")
-        config = _read_json(sidecar if sidecar.is_file() else BASE_960H_CONFIG)
-    else:
-        raise MissingModelError(
-            f"wav2vec2 model not found: {path.name} (looked for {path}).",
-            hint=f"Download model.safetensors from {WAV2VEC2_URL} (facebook/wav2vec2-base-960h) and "
-            "put it there (e.g. as models/audio_encoders/wav2vec2-base-960h.safetensors), or the whole folder.",
-        )
-    encoder = build_wav2vec2(config, _read_weights(weights), source=str(weights))
+    weights, config = locate(
+        path, _WEIGHT_FILES, lambda: read_json(BASE_960H_CONFIG), what="wav2vec2",
+        hint=f"Download model.safetensors from {WAV2VEC2_URL} (facebook/wav2vec2-base-960h) and put it there (e.g. "
+        "as models/audio_encoders/wav2vec2-base-960h.safetensors), or the whole folder (config.json, "
+        "model.safetensors, preprocessor_config.json).",
+    )
+    if (path / "preprocessor_config.json").is_file():  # in a Hugging Face folder
+        config["do_normalize"] = read_json(path / "preprocessor_config.json").get("do_normalize", True)
+    encoder = build_wav2vec2(config, read_state_dict(weights, WAV2VEC2_FILE), source=str(weights))
     encoder.model.to(device=device, dtype=dtype)
     return encoder
 
@@ -166,30 +146,6 @@ def build_wav2vec2(config: dict, state_dict: dict, *, source: str = "") -> Wav2V
     model.load_state_dict(_match_keys(state_dict, model.state_dict(), source), strict=False)
     model.eval().requires_grad_(False)
     return Wav2Vec2Encoder(model, normalize, source)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read the JSON file {path}: {exc}") from None
-
-
-def _read_weights(path: Path) -> dict:
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # any reader failure means a damaged or foreign file
-        raise CheckpointError(
-            f"cannot read the wav2vec2 weights {path}: {type(exc).__name__}: {exc}",
-            hint=f"Re-download the file from {WAV2VEC2_URL}.",
-        ) from None
-    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
-        raise CheckpointError(f"{path} does not hold a flat state dict of tensors.")
-    return sd
 
 
 def _match_keys(sd: dict, expected: dict, source: str) -> dict:
