@@ -12,7 +12,7 @@ beyond tensors and containers is refused, never executed.
 Memory (`open_checkpoint`):
 * .safetensors: each tensor is `readinto` its own buffer at the offset the header gives. No memory
   map: twice as fast as copying out of one here, and the same 1x peak on every OS.
-* .pth (a zip): `torch.load(mmap=True)`; each tensor is copied out, then the file pages under it
+* .pth (a zip): `torch.load(weights_only=True, mmap=True)`; each tensor is copied out, then the file pages under it
   are handed back (Linux `madvise`, `release`; elsewhere they go when the load ends: peak up to
   file + model).
 

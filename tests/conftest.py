@@ -1,4 +1,4 @@
-"""Shared test setup: offline, deterministic, CPU only, never reading ../shared."""
+"""Shared test setup: offline, deterministic, CPU only, never reading the shared reference folder."""
 import os
 import subprocess
 import sys
