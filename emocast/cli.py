@@ -30,7 +30,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--face-weight", type=float, default=d.face_weight, help="scale of the face audio branch")
     g.add_argument("--lip-weight", type=float, default=d.lip_weight, help="scale of the lip audio branch")
     g.add_argument("--clip-length", type=int, default=d.clip_length, help="frames per clip (default 16)")
-    g.add_argument("--vae-batch", type=int, default=d.vae_batch, help="frames per VAE decode call")
+    g.add_argument("--vae-batch", type=int, default=d.vae_batch,
+                   help="frames per VAE decode call (default 1: frame by frame, the authors' exact frames)")
     g.add_argument("--size", type=int, default=None, help="model resolution (default 512; 128 for the demo)")
     g.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
                    help="compute precision (auto: fp16 on CUDA, fp32 on CPU)")

@@ -87,7 +87,9 @@ class SamplingSettings:
 
     clip_length: frames generated per clip (the model sees clip_length + motion_frames <= 32).
     pose_weight / face_weight / lip_weight: scales of the full / face / lip audio branches.
-    vae_batch:   frames decoded per VAE call (memory vs speed; does not change the result).
+    vae_batch:   frames decoded per VAE call. 1 decodes frame by frame like the authors (their exact
+                 frames); more is a little faster on a GPU and moves pixels by float noise (~1e-5),
+                 which the motion-frame feedback of later clips amplifies (~5e-4 after 3 clips).
     """
 
     steps: int = 40
@@ -98,7 +100,7 @@ class SamplingSettings:
     lip_weight: float = 1.0
     clip_length: int = 16
     motion_frames: int = 2
-    vae_batch: int = 4
+    vae_batch: int = 1
 
     def __post_init__(self):
         from .errors import ConfigError

@@ -71,8 +71,9 @@ class Sample:
             "lip_weight": ("FLOAT", {"default": d.lip_weight, **weight,
                                      "tooltip": "How strongly the speech drives the lips (lip-mask audio branch)."}),
             "vae_batch": ("INT", {"default": d.vae_batch, "min": 1, "max": 64,
-                                  "tooltip": "Frames decoded per VAE call: lower it if decoding runs out of memory "
-                                             "(the result is the same)."}),
+                                  "tooltip": "Frames decoded per VAE call. 1 (default) decodes frame by frame like the "
+                                             "authors, giving their exact frames; more is slightly faster on a GPU "
+                                             "and changes pixels by float noise only."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def sample(self, model, vae, face, audio_features, emotion, steps, cfg, seed, pose_weight, face_weight,
