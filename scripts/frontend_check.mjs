@@ -10,15 +10,20 @@
 //
 // playwright-core is resolved from the current folder; Chromium runs headless with a fresh profile and no
 // background networking. For every UI workflow in workflows/ it loads the graph with app.loadGraphData (the
-// frontend's own missing-node check), checks no node is missing or broken and the widget values survive a
-// load / serialize round trip. It picks presets of EmoCAST Encode Emotion from the canvas's combo menu and
+// frontend's own missing-node check), checks no node is missing or broken, the widget values survive a
+// load / serialize round trip and the layout holds as the frontend draws it (layoutCheck: no two nodes closer than
+// MIN_GAP, title bars, "EmoCAST" badges and the sizes the frontend computes included; every Markdown note shows its
+// whole text). It picks presets of EmoCAST Encode Emotion from the canvas's combo menu and
 // checks the prompt follows (locked and faded once for a preset, editable for "custom", typed text reaches the
 // prompt). With --run it empties the server's cache (POST /free), switches the basic workflow to the tiny
 // models (128 px, 1 step, 1 s of speech), presses Run and checks EmoCAST Encode Audio shows its frames /
-// duration line, which stays out of the saved workflow and the prompt. Every browser console message and page
+// duration line, which stays out of the saved workflow and the prompt, and the layout again (the sampler's preview
+// and the video have grown their nodes). Every browser console message and page
 // error is recorded, ours (this pack's web/js, or naming EmoCAST) apart from ComfyUI's own. With --screenshots
-// DIR it writes basic.png and emotion_schedule.png (1600 px wide, the whole graph at ~0.64 zoom, the frontend's
-// menus included) and, with --run, basic_result.png. Prints a JSON report; exit status 0 when every check passed.
+// DIR it writes basic.png and emotion_schedule.png (1600 px wide, the whole graph at ~0.6 zoom, the frontend's
+// menus included) and, with --run, basic_result.png (docs/images/comfyui_basic.png, comfyui_emotion_schedule.png
+// and comfyui_basic_run.png are these, through `pngquant 256`). Prints a JSON report; exit status 0 when every
+// check passed.
 import { createRequire } from "node:module";
 import fs from "node:fs";
 import os from "node:os";
@@ -122,6 +127,77 @@ async function screenshot(name) {
   const clip = { x: 0, y: 0, width, height: Math.min(height, Math.ceil(bottom + 24)) };
   await page.screenshot({ path: path.join(opt.screenshots, name), clip });
   (report.screenshots ??= []).push(path.join(opt.screenshots, name));
+}
+
+/** Least clearance, in graph units, between two nodes' boxes (title bars and badges included). */
+const MIN_GAP = 8;
+
+/**
+ * Checks the layout as the frontend draws it: no two nodes closer than MIN_GAP and every Markdown note showing its
+ * whole text. A node's box is its title bar, the source badges above it (right-aligned, NODE_TITLE_HEIGHT + 2 px
+ * over the body: the "EmoCAST" badge), and its body at the larger of the stored size and node.computeSize() (what
+ * its widgets need: a preview image after a run, the length line of Encode Audio). A note is framed at up to 1x so
+ * its DOM widget is laid out, then its rendered text must not overflow the widget (scrollWidth / scrollHeight).
+ */
+async function layoutCheck(label) {
+  const out = await page.evaluate((minGap) => {
+    const TH = LiteGraph.NODE_TITLE_HEIGHT, GAP = 2, ctx = app.canvas.ctx;
+    const round = (v) => Math.round(v);
+    const boxes = app.graph._nodes.map((n) => {
+      const [cw, ch] = n.computeSize();
+      const w = Math.max(n.size[0], cw), h = Math.max(n.size[1], ch);
+      const b = { id: n.id, title: n.title, x0: n.pos[0], y0: n.pos[1] - TH, x1: n.pos[0] + w, y1: n.pos[1] + h,
+                  size: Array.from(n.size, round), computed: [round(cw), round(ch)] };
+      const badges = (n.badges ?? []).map((x) => (typeof x === "function" ? x() : x)).filter((x) => x?.visible);
+      if (badges.length) {
+        const width = badges.reduce((a, x) => a + x.getWidth(ctx) + GAP, 0);
+        b.y0 = n.pos[1] - TH - GAP - Math.max(...badges.map((x) => x.height));
+        if (n.badgePosition === "top-left") b.x1 = Math.max(b.x1, n.pos[0] + width);
+        else b.x0 = Math.min(b.x0, n.pos[0] + w - width);
+      }
+      return b;
+    });
+    const close = [];
+    for (let i = 0; i < boxes.length; i++) {
+      for (let j = i + 1; j < boxes.length; j++) {
+        const a = boxes[i], b = boxes[j];
+        const gap = Math.max(b.x0 - a.x1, a.x0 - b.x1, b.y0 - a.y1, a.y0 - b.y1);
+        if (gap < minGap) close.push({ a: `${a.id} ${a.title}`, b: `${b.id} ${b.title}`, gap: round(gap) });
+      }
+    }
+    const extent = [Math.min(...boxes.map((b) => b.x0)), Math.min(...boxes.map((b) => b.y0)),
+                    Math.max(...boxes.map((b) => b.x1)), Math.max(...boxes.map((b) => b.y1))];
+    const grown = boxes.filter((b) => b.computed[0] > b.size[0] || b.computed[1] > b.size[1])
+      .map((b) => ({ id: b.id, title: b.title, size: b.size, computed: b.computed }));
+    const notes = app.graph._nodes
+      .filter((n) => n.widgets?.some((w) => w.element?.classList.contains("comfy-markdown"))).map((n) => n.id);
+    return { too_close: close, grown, notes, extent: [round(extent[2] - extent[0]), round(extent[3] - extent[1])] };
+  }, MIN_GAP);
+  const notes = [];
+  for (const id of out.notes) {
+    await frame({ ids: [id], maxScale: 1, minScale: 0.1 });
+    notes.push(await page.evaluate((id) => {
+      const node = app.graph.getNodeById(id);
+      const el = node.widgets.find((w) => w.element?.classList.contains("comfy-markdown")).element;
+      const text = el.querySelector(".tiptap") ?? el;
+      // the height the text takes (its last block's bottom edge and the padding), below the box when it fits
+      const rect = text.getBoundingClientRect(), top = rect.top, zoom = rect.height / (text.offsetHeight || 1);
+      const bottom = Math.max(top, ...[...text.children].map((e) => e.getBoundingClientRect().bottom +
+                                                             parseFloat(getComputedStyle(e).marginBottom) * zoom));
+      const used = (bottom - top) / zoom + parseFloat(getComputedStyle(text).paddingBottom);
+      const r = { id, title: node.title, size: Array.from(node.size, Math.round),
+                  content: [text.scrollWidth, text.scrollHeight], box: [text.clientWidth, text.clientHeight],
+                  text_height: Math.ceil(used) };
+      r.fits = r.box[1] > 0 && r.content[0] <= r.box[0] + 1 && r.content[1] <= r.box[1] + 1;
+      return r;
+    }, id));
+  }
+  out.notes = notes;
+  (report.layout ??= {})[label] = out;
+  check(`${label}: no node overlaps another (>= ${MIN_GAP} apart, badges and computed sizes included)`,
+        out.too_close.length === 0, out.too_close);
+  check(`${label}: every note shows its whole text`, notes.every((n) => n.fits), notes.filter((n) => !n.fits));
+  return out;
 }
 
 /** Loads a UI workflow the way the frontend does; returns the frontend's missing node types and node states. */
@@ -306,6 +382,7 @@ async function runBasic(file) {
   out.events = events;
   await frame({ top: true });
   await screenshot("basic_result.png");
+  await layoutCheck("emocast_basic.json after the run");
   return out;
 }
 
@@ -352,6 +429,7 @@ try {
       await frame({ top: true });
       await screenshot(shot);
     }
+    await layoutCheck(f);
     if (f === "emocast_basic.json") report.encode_emotion = await exerciseEncodeEmotion(presets);
   }
   if (opt.run) report.run = await runBasic(path.join(opt.workflows, "emocast_basic.json"));

@@ -4,7 +4,9 @@
 
 Widget order comes from the nodes' own INPUT_TYPES (the pack is loaded against the tests' stand-in
 host), core nodes' widgets from CORE below (checked against a real server's /object_info by
-scripts/comfyui_smoke.py). --check exits 1 when the committed files differ from what would be written.
+scripts/comfyui_smoke.py). Positions come from columns (place()) that leave room for what the frontend draws
+beyond a node's size; scripts/frontend_check.mjs checks no node overlaps another there. --check exits 1 when the
+committed files differ from what would be written.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +63,7 @@ Frames come out at 25 fps; EmoCAST Encode Audio gives the matching fps, frame co
 LONG_NOTE = """## Long audio
 Generation streams clip by clip, so length costs time, not GPU memory: each 16-frame clip continues from the
 last two frames of the one before. What grows with length is CPU RAM for the frames (512 px: 3 MB per frame,
-75 MB per second) and for Paste Back at the photo's size. For minutes of speech keep vae_batch low, skip Paste
+75 MB per second) and for Paste Back at the photo's size. For minutes of speech skip Paste
 Back (this graph saves the 512 px crop) and expect about steps x clips denoising steps (the progress bar)."""
 
 SCHEDULE_NOTE = """## Emotion schedule
@@ -157,8 +160,8 @@ def build(pack, spec, title):
             node["properties"]["models"] = models
         ui_nodes.append(node)
         if ct != "MarkdownNote":
-            title = extra.get("title") or pack.NODE_DISPLAY_NAME_MAPPINGS.get(ct, ct)
-            api[str(nid)] = {"class_type": ct, "inputs": api_inputs, "_meta": {"title": title}}
+            shown = extra.get("title") or pack.NODE_DISPLAY_NAME_MAPPINGS.get(ct, ct)
+            api[str(nid)] = {"class_type": ct, "inputs": api_inputs, "_meta": {"title": shown}}
     for node in ui_nodes:
         for slot, out in enumerate(node["outputs"]):
             out["links"] = out_links.get((node["id"], slot), [])
@@ -167,7 +170,7 @@ def build(pack, spec, title):
         node["order"] = order[node["id"]]
     ui = {"last_node_id": max(n["id"] for n in ui_nodes), "last_link_id": len(links), "nodes": ui_nodes,
           "links": links, "groups": [], "config": {},
-          "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}, "emocast_title": title}, "version": 0.4}
+          "extra": {"ds": view(spec), "emocast_title": title}, "version": 0.4}
     return ui, api
 
 
@@ -181,52 +184,112 @@ def _topological(spec):
     return done
 
 
-def _common(emotion_node):
-    """The graph all examples share: portrait + speech -> EmoCAST -> Create Video -> Save Video."""
-    return [
-        (1, "LoadImage", (0, 420), (320, 330), {}, {"title": "Portrait"}),
-        (2, "LoadAudio", (0, 780), (320, 140), {}, {"title": "Speech"}),
-        (3, "EmoCAST_LoadModel", (0, 0), (320, 82), {"ckpt_name": MODELS["ckpt_name"]}, {}),
-        (4, "VAELoader", (0, 110), (320, 58), {"vae_name": MODELS["vae_name"]}, {}),
-        (5, "EmoCAST_LoadTextEncoder", (0, 200), (320, 58), {"clip_name": MODELS["clip_name"]}, {}),
-        (7, "EmoCAST_LoadFaceAnalysis", (0, 290), (320, 82), {"insightface": MODELS["insightface"]}, {}),
-        (9, "EmoCAST_LoadAudioEncoder", (0, 950), (320, 58), {"wav2vec2": MODELS["wav2vec2"]}, {}),
-        emotion_node,
-        (8, "EmoCAST_EncodeFace", (380, 420), (320, 230), {"image": (1, 0), "face_analysis": (7, 0)}, {}),
-        (10, "EmoCAST_EncodeAudio", (380, 780), (320, 130), {"audio": (2, 0), "audio_encoder": (9, 0)}, {}),
-        (11, "EmoCAST_Sample", (760, 200), (320, 330),
-         {"model": (3, 0), "vae": (4, 0), "face": (8, 0), "audio_features": (10, 0), "emotion": (6, 0)}, {}),
-        (15, "PreviewImage", (760, 620), (260, 280), {"images": (8, 1)}, {"title": "Face crop and masks"}),
+# ----------------------------------------------------------------------------------------------------- layout
+# The frontend draws more than a node's stored size: its title bar above pos, and above that, for this pack's nodes,
+# the node source badge ("EmoCAST", 20 px tall, 2 px over the title bar). A node also grows once it shows a preview
+# image after a run. The columns below keep those boxes GAP apart; scripts/frontend_check.mjs checks the result in
+# the real frontend (every pair of nodes, at the larger of the stored size and node.computeSize()).
+TITLE_H = 30  # LiteGraph.NODE_TITLE_HEIGHT
+BADGE_H = 22  # the source badge of custom nodes and its 2 px gap
+GAP = 24  # between two nodes of a column, box to box
+COL_GAP = 50  # between two columns
+PREVIEW_H = 220  # what a node grows by when it shows an image (the frontend's preview widget's least height)
+NOTE_W = 520  # the models table needs about 440 px at its narrowest
+VIEW = (0.65, 30, 40)  # the view a workflow opens at: scale, left and top margin on screen (px)
+
+
+@dataclass
+class N:
+    """A node to place: id, class, size, {input: value or (node id, slot)}, extra UI fields; y: the least pos[1]
+    (a node goes lower when the one above it needs the room), beside: line up with this (placed) node instead,
+    grows: height kept free below it for what the frontend adds after a run."""
+    id: int
+    cls: str
+    size: tuple[int, int]
+    values: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    y: int = 0
+    beside: int | None = None
+    grows: int = 0
+
+
+def head(cls: str) -> int:
+    """What the frontend draws above a node's pos: the title bar, and the source badge of this pack's nodes."""
+    return TITLE_H + (BADGE_H if cls.startswith("EmoCAST_") else 0)
+
+
+def place(columns: list[list[N]]) -> list:
+    """Spec rows from columns of nodes, left to right (COL_GAP right of the widest node of the column before), each
+    node at its y (or beside's) or GAP under the box of the node above it, whichever is lower."""
+    spec, placed, x = [], {}, 0
+    for column in columns:
+        bottom = None
+        for n in column:
+            y = placed[n.beside] if n.beside is not None else n.y
+            if bottom is not None:
+                y = max(y, bottom + GAP + head(n.cls))
+            spec.append((n.id, n.cls, (x, y), n.size, n.values, n.extra))
+            placed[n.id] = y
+            bottom = y + n.size[1] + n.grows
+        x += max(n.size[0] for n in column) + COL_GAP
+    return sorted(spec, key=lambda row: row[0])
+
+
+def view(spec) -> dict:
+    """extra.ds: the whole graph from its top left corner (badges included) at VIEW's scale."""
+    scale, left, top = VIEW
+    x0 = min(pos[0] for _, _, pos, *_ in spec)
+    y0 = min(pos[1] - head(cls) for _, cls, pos, *_ in spec)
+    return {"scale": scale, "offset": [round(left / scale - x0), round(top / scale - y0)]}
+
+
+def note(nid, text, height):
+    return N(nid, "MarkdownNote", (NOTE_W, height), {"text": text},
+             {"color": "#432", "bgcolor": "#653", "title": "Read me"})
+
+
+def graph(notes: list[N], emotion: N, paste: bool, prefix: str) -> list:
+    """The graph all examples share: notes | loaders and inputs | conditioning | sample | paste back | video."""
+    sample = {"model": (3, 0), "vae": (4, 0), "face": (8, 0), "audio_features": (10, 0), "emotion": (6, 0)}
+    columns = [
+        notes,
+        [N(3, "EmoCAST_LoadModel", (320, 82), {"ckpt_name": MODELS["ckpt_name"]}),
+         N(4, "VAELoader", (320, 58), {"vae_name": MODELS["vae_name"]}),
+         N(5, "EmoCAST_LoadTextEncoder", (320, 58), {"clip_name": MODELS["clip_name"]}),
+         N(7, "EmoCAST_LoadFaceAnalysis", (320, 82), {"insightface": MODELS["insightface"]}),
+         N(1, "LoadImage", (320, 330), {}, {"title": "Portrait"}),  # room for the portrait's preview
+         N(2, "LoadAudio", (320, 140), {}, {"title": "Speech"}),
+         N(9, "EmoCAST_LoadAudioEncoder", (320, 58), {"wav2vec2": MODELS["wav2vec2"]})],
+        [emotion,
+         N(8, "EmoCAST_EncodeFace", (320, 180), {"image": (1, 0), "face_analysis": (7, 0)}, beside=7),
+         N(10, "EmoCAST_EncodeAudio", (320, 130), {"audio": (2, 0), "audio_encoder": (9, 0)}, beside=2)],
+        [N(11, "EmoCAST_Sample", (320, 330), sample, grows=PREVIEW_H),  # its progress preview shows under it
+         N(15, "PreviewImage", (260, 280), {"images": (8, 1)}, {"title": "Face crop and masks"})],
     ]
-
-
-def _video(frames_from, prefix):
-    return [
-        (13, "CreateVideo", (1460, 200), (270, 80), {"images": frames_from, "fps": (10, 3), "audio": (10, 1)}, {}),
-        (14, "SaveVideo", (1460, 320), (420, 460), {"video": (13, 0), "filename_prefix": prefix}, {}),
-    ]
-
-
-def note(nid, text, pos, size=(420, 300)):
-    return (nid, "MarkdownNote", pos, size, {"text": text}, {"color": "#432", "bgcolor": "#653", "title": "Read me"})
+    if paste:
+        columns.append([N(12, "EmoCAST_PasteBack", (280, 60), {"frames": (11, 0), "face": (8, 0)})])
+    columns.append([
+        N(13, "CreateVideo", (270, 80), {"images": (12 if paste else 11, 0), "fps": (10, 3), "audio": (10, 1)}),
+        N(14, "SaveVideo", (420, 460), {"video": (13, 0), "filename_prefix": prefix}),  # grows with the video
+    ])
+    return place(columns)
 
 
 def workflows(pack):
-    emotion = (6, "EmoCAST_EncodeEmotion", (380, 200), (320, 170), {"text_encoder": (5, 0)}, {})
-    schedule = (6, "EmoCAST_EmotionSchedule", (380, 140), (360, 240), {
+    # beside its text encoder: the links from the model and VAE loaders pass above it to the sampler
+    emotion = N(6, "EmoCAST_EncodeEmotion", (320, 170), {"text_encoder": (5, 0)}, beside=5)
+    schedule = N(6, "EmoCAST_EmotionSchedule", (360, 240), {
         "text_encoder": (5, 0),
         "schedule": "# <seconds> [@<intensity 0-2>]: <emotion prompt>\n"
                     "0: A person is talking with neutral emotion.\n"
                     "1.5: A person is talking with happy emotion.\n"
-                    "3 @1.4: A person is talking with surprised emotion.\n"}, {})
-    paste = [(12, "EmoCAST_PasteBack", (1120, 200), (280, 60), {"frames": (11, 0), "face": (8, 0)}, {})]
+                    "3 @1.4: A person is talking with surprised emotion.\n"}, beside=5)
     return {
-        "emocast_basic": _common(emotion) + paste + _video((12, 0), "video/EmoCAST") + [note(16, MODELS_NOTE, (-480, 0))],
-        "emocast_long_audio": [n if n[0] != 11 else (*n[:4], {**n[4], "vae_batch": 2}, n[5]) for n in _common(emotion)]
-        + _video((11, 0), "video/EmoCAST_long") + [note(16, LONG_NOTE, (-480, 0), (420, 220)),
-                                                  note(17, MODELS_NOTE, (-480, 260))],
-        "emocast_emotion_schedule": _common(schedule) + paste + _video((12, 0), "video/EmoCAST_schedule")
-        + [note(16, SCHEDULE_NOTE, (-480, 0), (420, 200)), note(17, MODELS_NOTE, (-480, 240))],
+        "emocast_basic": graph([note(16, MODELS_NOTE, 340)], emotion, True, "video/EmoCAST"),
+        "emocast_long_audio": graph([note(16, LONG_NOTE, 140), note(17, MODELS_NOTE, 340)], emotion, False,
+                                    "video/EmoCAST_long"),
+        "emocast_emotion_schedule": graph([note(16, SCHEDULE_NOTE, 130), note(17, MODELS_NOTE, 340)], schedule, True,
+                                          "video/EmoCAST_schedule"),
     }
 
 
