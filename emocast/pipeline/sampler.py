@@ -9,6 +9,7 @@ Batch layout: CFG halves are [uncond, cond] (uncond first); video frames are fol
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -19,6 +20,8 @@ from ..models.net import EmoCASTNet
 from ..models.transformer import ReferenceBank
 from ..models.unet import DenoiseInputs
 from .scheduler import DDIMZeroSNR
+
+log = logging.getLogger("EmoCAST")
 
 #: Called after every denoising step with (step index within the clip); may raise to cancel.
 StepCallback = Callable[[int], None]
@@ -59,6 +62,8 @@ def reference_latents(vae, reference: torch.Tensor) -> torch.Tensor:
     """VAE latents of [source, m1, m2]. Like the authors' image processor, a batch with no
     negative value is taken as [0, 1] and mapped to [-1, 1] again (FACT 10)."""
     if reference.min() >= 0:
+        log.warning("every pixel of the reference is >= 0.5: mapped to [-1, 1] a second time, as the authors' "
+                    "pipeline does (a very bright portrait loses contrast; darken it slightly to avoid this).")
         reference = reference * 2 - 1
     return vae.encode(reference)
 
@@ -85,7 +90,8 @@ def sample_clip(net: EmoCASTNet, vae, clip: ClipInputs, noise: torch.Tensor, *, 
         weights=weights,
     )
 
-    # ReferenceNet: once per clip, batch [r, m1, m2] per half; the context tiles [u, c] over it.
+    # ReferenceNet: once per clip, batch [r, m1, m2] per half; the context tiles [u, c] over it. With an
+    # emotion schedule the clip's middle frame stands for the clip (one keyframe: every frame is the same).
     ref_ctx = torch.stack([ctx_uncond, ctx_cond[f // 2]]) if cfg else ctx_cond[f // 2:f // 2 + 1]
     tokens = net.reference_unet(reference_latents(vae, clip.reference).to(dtype).repeat(halves, 1, 1, 1), ref_ctx)
     # The authors' reader keeps these tokens in float16 even in fp32 runs (FACT 13b); bf16 stays bf16.
