@@ -188,6 +188,18 @@ def test_animatediff_motion_module_is_recognised(tmp_path):
     assert "mm_sd_v15_v2.ckpt is an AnimateDiff motion module" in msg and "not needed" in msg
 
 
+@pytest.mark.parametrize("keys,what,folder", [
+    (["encoder.down_blocks.0.resnets.0.conv1.weight", "decoder.conv_in.weight"], "an SD VAE", "vae"),
+    (["text_model.embeddings.token_embedding.weight"], "a CLIP text encoder", "text_encoders"),
+    (["feature_extractor.conv_layers.0.conv.weight", "encoder.pos_conv_embed.conv.bias"], "a wav2vec2 audio encoder",
+     "audio_encoders"),
+])
+def test_companion_models_picked_by_mistake_are_named_with_their_folder(tmp_path, keys, what, folder):
+    msg = error(save({k: torch.zeros(2) for k in keys}, tmp_path / "picked.safetensors"))
+    assert f"picked.safetensors is {what}, not the EmoCAST Net" in msg
+    assert f"Put it in models/{folder}/" in msg and "Jmaomao/EmoCAST" in msg
+
+
 def test_truncated_files_say_incomplete_with_the_size(tmp_path):
     for name in ("net.pth", "net.safetensors"):
         full = save({k: torch.zeros(1000) for k in list(TINY_NAMES)[:50]}, tmp_path / f"full_{name}")

@@ -84,7 +84,20 @@ def _recognise(keys: list[str], diff: LayoutDiff, name: str) -> tuple[str, str] 
                 f"needed. {get}.")
     if "conv_in.weight" in keys or any(k.startswith(("down_blocks.", "up_blocks.", "mid_block.")) for k in keys):
         return f"{name} is a bare diffusers UNet (e.g. SD1.5's unet), not the EmoCAST Net", sd15
+    for marks, what, folder in _COMPANIONS:
+        if any(k.startswith(marks) for k in keys):
+            return (f"{name} is {what}, not the EmoCAST Net", f"Put it in models/{folder}/ (where its loader "
+                    f"looks), and {get[0].lower()}{get[1:]} into models/emocast/.")
     return None
+
+
+#: Other EmoCAST companions a user may pick by mistake: (key prefixes, what it is, its models/ folder).
+_COMPANIONS = (
+    (("encoder.down_blocks.", "decoder.up_blocks.", "encoder.down.", "first_stage_model."), "an SD VAE", "vae"),
+    (("text_model.", "embeddings.token_embedding."), "a CLIP text encoder", "text_encoders"),
+    (("feature_extractor.conv_layers.", "wav2vec2.", "encoder.pos_conv_embed."), "a wav2vec2 audio encoder",
+     "audio_encoders"),
+)
 
 
 def _group(title: str, items: list[str]) -> str:
