@@ -139,8 +139,15 @@ def intermediate_device() -> torch.device:
 
 
 def resolve_dtype(choice: str, device: Optional[torch.device] = None) -> torch.dtype:
-    """A dtype choice as a torch dtype; auto: fp16 when ComfyUI computes on CUDA, else fp32."""
-    return _resolve_dtype(choice, (device or compute_device()) if choice == DTYPE_AUTO else None)
+    """A dtype choice as a torch dtype; auto: fp16 when ComfyUI computes on CUDA, else fp32.
+
+    On CUDA, auto also follows ComfyUI's own fp16 judgement: fp32 when it was started with
+    --force-fp32, or on GPUs where fp16 gives NaNs (GTX 16xx) or runs slowly (Pascal on Linux).
+    """
+    device = (device or compute_device()) if choice == DTYPE_AUTO else None
+    if device is not None and device.type == "cuda" and not mm.should_use_fp16(device):
+        return torch.float32
+    return _resolve_dtype(choice, device)
 
 
 class Managed(torch.nn.Module):
@@ -187,6 +194,17 @@ def load_models(patchers: Sequence[object], memory_required: int) -> None:
             f"{gib(memory_required)} more, but the device has {gib(total)} in all.",
             hint="Lower resolution (e.g. 384) or frames_per_clip, use dtype fp16, or run on a larger GPU.")
     mm.load_models_gpu(list(patchers), memory_required=memory_required, force_full_load=True)
+    for patcher in patchers:
+        held = patcher.model
+        if isinstance(held, Managed):  # ComfyUI's own models (core VAE) may stream their weights; ours cannot
+            where = next(held.parameters()).device
+            if where.type != device.type:
+                raise InputError(
+                    f"ComfyUI left {type(held).__name__} on {where} instead of {device}: with --novram it keeps "
+                    "weights off the GPU and streams them layer by layer, which EmoCAST's models (plain torch "
+                    "layers) cannot do, so they would compute on the CPU (hours for EmoCAST's network).",
+                    hint="Start ComfyUI without --novram (--lowvram works: EmoCAST loads its network whole and "
+                         "ComfyUI offloads the other models), or with --cpu to run on the CPU on purpose.")
     free = mm.get_free_memory(device)
     if free < memory_required:
         raise InputError(
@@ -284,3 +302,20 @@ def is_host_vae(vae) -> bool:
     """True for ComfyUI's VAE object (core VAELoader), False for EmoCAST_LoadVAE's ManagedModel."""
     return not isinstance(vae, ManagedModel)
 
+
+#: sd-vae-ft-mse's latent format as ComfyUI's VAE describes it: 4 channels, images, 1/8 of the size.
+SD_LATENT_FORMAT = {"latent_channels": 4, "latent_dim": 2, "downscale_ratio": 8}
+
+
+def check_host_vae(vae) -> None:
+    """Refuse a core VAE whose latents cannot be sd-vae-ft-mse's (Flux, SD3, video VAEs) before anything loads."""
+    found = {k: getattr(vae, k, v) for k, v in SD_LATENT_FORMAT.items()}
+    if found != SD_LATENT_FORMAT:
+        ratio = found["downscale_ratio"]
+        raise InputError(
+            f"the VAE connected to EmoCAST Sample is not an SD1.5 VAE: its latents have {found['latent_channels']} "
+            f"channels{' (a video VAE)' if found['latent_dim'] != 2 else ''}"
+            f"{f' at 1/{ratio} of the image size' if isinstance(ratio, int) else ''}; EmoCAST works in "
+            "sd-vae-ft-mse's latent space (4 channels, 1/8 of the image size).",
+            hint="Load vae-ft-mse-840000-ema-pruned.safetensors with Load VAE (or use EmoCAST Load VAE); "
+                 "SDXL, SD3, Flux and video VAEs do not fit.")

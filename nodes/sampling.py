@@ -83,6 +83,8 @@ class Sample:
         settings = SamplingSettings(steps=steps, cfg_scale=cfg, seed=seed, pose_weight=pose_weight,
                                     face_weight=face_weight, lip_weight=lip_weight,
                                     clip_length=audio_features.clip_length, vae_batch=vae_batch)
+        if host.is_host_vae(vae):
+            host.check_host_vae(vae)
         features = audio_features.features
         net_patcher = model.patcher
         vae_patcher = vae.patcher  # core VAE and ManagedModel both expose theirs

@@ -127,6 +127,8 @@ class StubHost:
         mm.load_models_gpu = load_models_gpu
         mm.load_model_gpu = lambda m: load_models_gpu([m])
         mm.get_torch_device = lambda: torch.device("cpu")
+        mm.should_use_fp16 = lambda device=None, model_params=0, prioritize_performance=True, manual_cast=False: (
+            device is None or torch.device(device).type != "cpu")
         mm.unet_offload_device = lambda: torch.device("cpu")
         mm.intermediate_device = lambda: torch.device("cpu")
         mm.vae_device = lambda: torch.device("cpu")

@@ -128,6 +128,8 @@ class CoreVAE:
     real one against the library): encode([B, H, W, 3] 0..1) -> unscaled posterior mean; decode -> [B, H, W, 3]
     clamped 0..1; a `patcher`."""
 
+    latent_channels, latent_dim, downscale_ratio = 4, 2, 8  # what comfy.sd.VAE sets for an SD1.5 VAE
+
     def __init__(self, codec, patcher):
         self.codec, self.patcher = codec, patcher
 

@@ -284,6 +284,14 @@ def test_chunked_conv_features_are_exact(encoder, speech):
     assert (whole - chunked).abs().max() < 2e-5
 
 
+def test_chunk_statistics_avoid_float64_on_devices_without_it():
+    from emocast.preprocess.wav2vec2 import float64_device
+
+    cpu = torch.device("cpu")
+    assert float64_device(torch.device("cuda", 1)) == torch.device("cuda", 1) and float64_device(cpu) == cpu
+    assert float64_device(torch.device("mps")) == cpu  # MPS has no float64: the chunk statistics go to the CPU
+
+
 def test_windowed_encoder_close_to_exact(encoder, speech):
     long = tiled(speech, 60)
     exact = extract_features(encoder, long, windowing=Windowing(max_exact_s=None)).features

@@ -78,6 +78,15 @@ def test_prepare_face_builds_the_conditioning(analyser, landmarker):
     assert torch.equal(fc.pixels, torch.from_numpy(crop_u8).permute(2, 0, 1).float().div(255).sub(0.5).div(0.5))
 
 
+def test_a_face_mask_larger_than_the_crop_is_refused_not_wrapped(analyser, landmarker):
+    # 3 x the 106 px tall face > the 282 px crop: the authors' slicing would draw a strip along the edge
+    with pytest.raises(InputError, match="larger than the 256 px crop") as e:
+        F.prepare_face(Image.open(DEMO_IMAGE), analyser, landmarker, size=256, face_expand_ratio=3.0)
+    assert "crop_margin (now 0.6)" in e.value.hint and "face_expand_ratio" in e.value.hint
+    fc = F.prepare_face(Image.open(DEMO_IMAGE), analyser, landmarker, size=256, face_expand_ratio=2.0)
+    assert fc.masks["face"][0].max() > 0.5  # 2 x the face still fits: a real face mask
+
+
 def test_whole_image_framing_reproduces_the_authors_pixels(analyser, landmarker):
     from emocast.preprocess.masks import pixel_values
     fc = F.prepare_face(Image.open(DEMO_IMAGE), analyser, landmarker,

@@ -91,6 +91,9 @@ def test_auto_falls_back_to_insightface_with_a_warning(monkeypatch, caplog):
 
     assert isinstance(L.load_landmarker("auto", analyser=Analyser()), L.Insightface106Landmarker)
     assert "only approximates the authors'" in caplog.text
+    # a face_landmarker.task in models/mediapipe but mediapipe not installed: the same fallback, no error
+    assert isinstance(L.load_landmarker("auto", task_file="face_landmarker.task", analyser=Analyser()),
+                      L.Insightface106Landmarker)
 
 
 def test_landmarker_argument_errors(tmp_path):

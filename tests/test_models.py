@@ -68,3 +68,21 @@ def test_motion_modules_run_only_where_the_authors_ran_them(tiny_case, monkeypat
         monkeypatch.setattr(module, "forward", counted)
     tiny_case.generate()
     assert calls == expected
+
+
+def test_vae_of_another_shape_is_named_not_a_state_dict_dump(tmp_path):
+    """A Flux / SD3-like VAE (16 latent channels) where sd-vae-ft-mse's shapes are expected."""
+    from diffusers import AutoencoderKL
+    from safetensors.torch import save_file
+
+    from emocast.errors import CheckpointError
+    from emocast.models.vae import load_vae
+
+    cfg = {k: v for k, v in config("tiny_vae/config.json").items() if not k.startswith("_")}
+    other = AutoencoderKL(**{**cfg, "latent_channels": 16})
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "vae.safetensors"))
+    (tmp_path / "vae.json").write_text(json.dumps(cfg))  # the shapes the loader expects: 4 latent channels
+    with pytest.raises(CheckpointError, match="does not have sd-vae-ft-mse's shapes") as e:
+        load_vae(tmp_path / "vae.safetensors")
+    assert "encoder.conv_out.weight [32, 64, 3, 3] in the file, [8, 64, 3, 3] expected" in str(e.value)
+    assert "Flux" in e.value.hint

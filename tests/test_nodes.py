@@ -270,6 +270,38 @@ def test_sampler_fails_early_when_memory_is_short(pack, fresh, basic_run):
         pack.NODE_CLASS_MAPPINGS["EmoCAST_Sample"]().sample(**inputs)
 
 
+@pytest.mark.parametrize("latent", [{"latent_channels": 16}, {"latent_dim": 3, "downscale_ratio": (None, 8, 8)}])
+def test_sampler_refuses_a_vae_of_another_latent_space(pack, fresh, basic_run, latent):
+    graph, outputs, *_ = basic_run
+    sample = graph[_node(graph, "EmoCAST_Sample")]["inputs"]
+    inputs = {k: (outputs[v[0]][v[1]] if isinstance(v, list) else v) for k, v in sample.items()}
+    other = type("FluxLikeVAE", (type(inputs["vae"]),), latent)(inputs["vae"].codec, inputs["vae"].patcher)
+    with pytest.raises(ValueError, match="not an SD1.5 VAE") as e:
+        pack.NODE_CLASS_MAPPINGS["EmoCAST_Sample"]().sample(**{**inputs, "vae": other})
+    assert "vae-ft-mse-840000-ema-pruned" in e.value.hint and not fresh.loads  # refused before anything loads
+
+
+def test_sampler_refuses_weights_comfyui_left_off_the_gpu(pack, fresh, basic_run, monkeypatch):
+    """--novram: ComfyUI marks the model as loaded on the GPU but leaves plain torch layers where they are."""
+    graph, outputs, *_ = basic_run
+    sample = graph[_node(graph, "EmoCAST_Sample")]["inputs"]
+    inputs = {k: (outputs[v[0]][v[1]] if isinstance(v, list) else v) for k, v in sample.items()}
+    monkeypatch.setattr(fresh.mm, "get_torch_device", lambda: torch.device("meta"))  # stands in for cuda:0
+    monkeypatch.setattr(fresh.mm, "load_models_gpu", lambda models, **kw: None)  # NO_VRAM: nothing moves
+    with pytest.raises(ValueError, match="left .* on cpu instead of meta") as e:
+        pack.NODE_CLASS_MAPPINGS["EmoCAST_Sample"]().sample(**inputs)
+    assert "--novram" in e.value.hint
+
+
+def test_auto_dtype_follows_comfyui_fp16_judgement_on_cuda(pack, fresh, monkeypatch):
+    host = lib(pack, "nodes.host")
+    cuda = torch.device("cuda", 0)
+    assert host.resolve_dtype("auto", cuda) == torch.float16 and host.resolve_dtype("auto") == torch.float32  # CPU
+    monkeypatch.setattr(fresh.mm, "should_use_fp16", lambda device=None, **kw: False)  # --force-fp32, GTX 16xx
+    assert host.resolve_dtype("auto", cuda) == torch.float32
+    assert host.resolve_dtype("fp16", cuda) == torch.float16 and host.resolve_dtype("bf16") == torch.bfloat16
+
+
 def test_nodes_do_not_mutate_inputs(pack, basic_run):
     graph, outputs, *_ = basic_run
     face, _ = outputs[_node(graph, "EmoCAST_EncodeFace")]

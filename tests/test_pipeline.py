@@ -52,6 +52,22 @@ def test_clip_loop_feeds_motion_frames_and_trims_to_the_audio(tiny_case, monkeyp
     assert torch.equal(references[2][1:], clips[1][-2:] * 2 - 1)
 
 
+def test_one_frame_clips_take_their_motion_frames_across_clips(tiny_case, monkeypatch):
+    """frames_per_clip 1 (the node's minimum): each clip sees the last two frames generated so far."""
+    import emocast.pipeline.clips as clips_module
+
+    audio = AudioFeatures(tiny_case.audio.features[:3], num_frames=3)
+    references, sample = [], clips_module.sample_clip
+    monkeypatch.setattr(clips_module, "sample_clip", lambda net, vae, clip, *a, **k: (
+        references.append(clip.reference.clone()), sample(net, vae, clip, *a, **k))[1])
+    clips = list(generate_clips(tiny_case.net, tiny_case.vae, tiny_case.face, audio, tiny_case.emotion,
+                                replace(tiny_case.settings, steps=1, clip_length=1)))
+    assert [c.shape[0] for c in clips] == [1, 1, 1] and all(r.shape[0] == 3 for r in references)
+    source = tiny_case.face.pixels
+    assert torch.equal(references[1][1], source) and torch.equal(references[1][2], clips[0][0] * 2 - 1)
+    assert torch.equal(references[2][1:], torch.cat(clips[:2]) * 2 - 1)
+
+
 def test_features_padded_for_another_clip_length_are_refused(tiny_case):
     with pytest.raises(InputError, match="padded for another clip length"):
         tiny_case.generate(clip_length=4)  # the case's features hold 6 frames, 2 clips of 4 need 8

@@ -61,9 +61,17 @@ def load_vae(path: str | Path, dtype: torch.dtype = torch.float32, device: str |
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     with torch.device("meta"):
         model = AutoencoderKL(**config)
-    missing = set(model.state_dict()) - set(sd)
+    expected = model.state_dict()
+    missing = set(expected) - set(sd)
     if missing:
         raise CheckpointError(f"{weights.name} is not an SD VAE: {len(missing)} weights missing "
                               f"(e.g. {sorted(missing)[:3]}).", hint=f"Use sd-vae-ft-mse ({VAE_URL}).")
+    shapes = [f"{k} {list(sd[k].shape)} in the file, {list(v.shape)} expected" for k, v in expected.items()
+              if tuple(sd[k].shape) != tuple(v.shape)]
+    if shapes:  # e.g. a Flux / SD3 VAE (16 latent channels) in place of SD1.5's
+        raise CheckpointError(f"{weights.name} does not have sd-vae-ft-mse's shapes: {len(shapes)} weights differ "
+                              f"(e.g. {shapes[0]}).",
+                              hint=f"Use sd-vae-ft-mse ({VAE_URL}); SD3 / Flux / video VAEs do not fit EmoCAST. "
+                                   "Another shape needs its config as '<file stem>.json' next to the file.")
     model.load_state_dict({k: v.to(dtype) for k, v in sd.items() if k in model.state_dict()}, assign=True)
     return VAECodec(model.to(device))

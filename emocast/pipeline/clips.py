@@ -3,7 +3,8 @@ previous clip (FACTS 1-5).
 
 - One CPU random generator for the whole video: clip k's initial noise is the (k+1)-th draw.
 - Clip 0's motion frames are the source image itself; clip k > 0 uses the last two decoded,
-  clamped frames of clip k-1 (mapped back to [-1, 1]).
+  clamped frames of clip k-1 (mapped back to [-1, 1]); with 1-frame clips, the last two frames
+  generated so far (the source image standing in before the first).
 - Frames are decoded and handed out clip by clip, so memory does not grow with the audio length;
   the total is trimmed to the audio's true frame count.
 """
@@ -96,7 +97,8 @@ def generate_clips(net: EmoCASTNet, vae, face: FaceConditioning, audio: AudioFea
         latents = sample_clip(net, vae, clip, noise, steps=settings.steps, cfg_scale=settings.cfg_scale,
                               weights=settings.motion_scale, scheduler=scheduler, callback=on_step)
         video = (vae.decode(latents, batch=settings.vae_batch) / 2 + 0.5).clamp(0, 1).float().cpu()
-        motion = video[-settings.motion_frames:] * 2 - 1
+        # the last motion_frames frames so far: with clips shorter than that, earlier ones fill in
+        motion = torch.cat([motion, video[-settings.motion_frames:] * 2 - 1])[-settings.motion_frames:]
         keep = min(f, audio.num_frames - emitted)
         emitted += keep
         yield video[:keep]

@@ -152,6 +152,23 @@ def _embedding(value) -> torch.Tensor:
     return torch.as_tensor(np.asarray(value, np.float32).reshape(-1))
 
 
+def _check_face_mask_fits(face_ext, size: int, face_expand_ratio: float, crop_margin: Optional[float]) -> None:
+    """InputError when the expanded face rectangle is larger than the crop.
+
+    The authors' mask drawing then slices from a negative start, which numpy reads from the far
+    end: the face mask becomes a strip along the crop's edge instead of the face (masks.rectangle).
+    """
+    x0, x1, y0, y1 = masks.expand_region(face_ext, size, size, face_expand_ratio)
+    if min(x0, y0) >= 0:
+        return
+    side = max(x1 - x0, y1 - y0)
+    where = ("use a crop around the face (crop_margin 0.6) or" if crop_margin is None
+             else f"raise crop_margin (now {crop_margin:g}) or")
+    raise InputError(f"the face mask ({face_expand_ratio:g} x the face, {side} px) is larger than the {size} px crop, "
+                     "so it cannot be drawn around the face.",
+                     hint=f"The face fills the crop: {where} lower face_expand_ratio (1.2 is the authors').")
+
+
 def prepare_face(image, analyser: FaceAnalyser, landmarker: Landmarker, size: int = 512,
                  face_expand_ratio: float = masks.FACE_EXPAND_RATIO, crop_margin: Optional[float] = CROP_MARGIN,
                  face_index: Optional[int] = None, no_face: str = NO_FACE_ERROR,
@@ -196,6 +213,7 @@ def prepare_face(image, analyser: FaceAnalyser, landmarker: Landmarker, size: in
         log.warning("No landmarks either; face mask = the whole crop, lip mask = its lower middle.")
         q = size / 2 / face_expand_ratio  # expands back to the whole crop
         face_ext, lip_ext = (size / 2 - q, size / 2 + q) * 2, (0.4 * size, 0.6 * size, 0.68 * size, 0.76 * size)
+    _check_face_mask_fits(face_ext, size, face_expand_ratio, crop_margin)
     maps = masks.mask_maps_from_extents(face_ext, lip_ext, size, size, face_expand_ratio)
     return FaceConditioning(pixels=masks.pixel_values(Image.fromarray(crop_u8), size),
                             face_region=masks.face_region(maps.face_mask, size), embedding=embedding,

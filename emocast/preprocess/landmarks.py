@@ -168,14 +168,20 @@ class Insightface106Landmarker(_Closing):
 def load_landmarker(backend: str = "auto", task_file=None, analyser=None) -> Landmarker:
     """A landmarker by name: "mediapipe tasks", "mediapipe face mesh", "insightface 2d106" or "auto".
 
-    auto: the Tasks model when `task_file` is given, else the legacy face mesh when this mediapipe
-    has it, else insightface 2d106 (with a warning: its masks are not the authors').
+    auto: the Tasks model when `task_file` is given and mediapipe is installed, else the legacy face
+    mesh when this mediapipe has it, else insightface 2d106 (with a warning: its masks are not the
+    authors').
     """
-    if backend == MediapipeTasksLandmarker.name or (backend == "auto" and task_file is not None):
+    if backend == MediapipeTasksLandmarker.name:
         if task_file is None:
             raise InputError("the mediapipe tasks landmarker needs its .task file; none given.",
                              hint=f"Download {TASK_URL}.")
         return MediapipeTasksLandmarker(task_file)
+    if backend == "auto" and task_file is not None:
+        try:
+            return MediapipeTasksLandmarker(task_file)
+        except MissingDependencyError:  # a .task file but no mediapipe: go on down the list (it warns)
+            pass
     if backend == MediapipeLegacyLandmarker.name:
         return MediapipeLegacyLandmarker()
     if backend == Insightface106Landmarker.name:

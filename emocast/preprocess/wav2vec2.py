@@ -283,6 +283,12 @@ def encode_windowed(encoder: Wav2Vec2Encoder, frames: torch.Tensor, window: int,
     return out
 
 
+def float64_device(device: torch.device) -> torch.device:
+    """Where float64 statistics can run: the device itself, or the CPU for devices without float64
+    (Apple MPS, DirectML), which would otherwise fail on audio longer than one chunk."""
+    return device if device.type in ("cpu", "cuda", "meta") else torch.device("cpu")
+
+
 def conv_features_chunked(encoder: Wav2Vec2Encoder, wave: torch.Tensor, chunk: int) -> torch.Tensor:
     """The conv feature extractor on [1, N] in chunks of `chunk` output frames -> [1, C, frames].
 
@@ -299,16 +305,17 @@ def conv_features_chunked(encoder: Wav2Vec2Encoder, wave: torch.Tensor, chunk: i
         k0, s0 = model.config.conv_kernel[0], model.config.conv_stride[0]
         n0 = (wave.shape[1] - k0) // s0 + 1
         step = chunk * hop // s0
-        acc = torch.zeros(2, first.conv.out_channels, dtype=torch.float64, device=wave.device)
+        f64 = dict(device=float64_device(wave.device), dtype=torch.float64)
+        acc = torch.zeros(2, first.conv.out_channels, **f64)
         for a in range(0, n0, step):
-            h = first.conv(wave[:, None, a * s0: (min(n0, a + step) - 1) * s0 + k0]).double()[0]
+            h = first.conv(wave[:, None, a * s0: (min(n0, a + step) - 1) * s0 + k0]).to(**f64)[0]
             acc += torch.stack([h.sum(1), (h * h).sum(1)])
         mean = acc[0] / n0
         var = (acc[1] / n0 - mean * mean).clamp_min(0)
         norm = first.layer_norm
-        scale = norm.weight.double() / torch.sqrt(var + norm.eps)
-        shift = (norm.bias.double() - mean * scale)
-        scale, shift = scale.to(wave.dtype)[:, None], shift.to(wave.dtype)[:, None]
+        scale = norm.weight.to(**f64) / torch.sqrt(var + norm.eps)
+        shift = (norm.bias.to(**f64) - mean * scale)
+        scale, shift = (t.to(wave.device, wave.dtype)[:, None] for t in (scale, shift))
     out = None
     for a in range(0, total, chunk):
         b = min(total, a + chunk)
