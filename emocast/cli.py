@@ -4,6 +4,8 @@
     python -m emocast generate --image I --audio A --prompt P [--models DIR] --out OUT.mp4
     python -m emocast verify-checkpoint PATH
     python -m emocast convert-checkpoint net.pth --out emocast_fp16.safetensors [--dtype fp16]
+    python -m emocast download-models [--models DIR] [--only net,vae,clip,wav2vec2,insightface,landmarker]
+    python -m emocast doctor [--models DIR]
 
 Errors meant for the user print one line (plus a hint) and exit with status 2.
 """
@@ -81,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="net.pth or .safetensors")
     p.add_argument("--out", required=True, help="output .safetensors")
     p.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16", help="stored precision (default fp16)")
+
+    from .model_files import PARTS
+
+    p = sub.add_parser("download-models", help="download the model files into a ComfyUI-style models folder "
+                                               "(verified, resumable; skips files already there)")
+    p.add_argument("--models", default=None, help="models folder (default: ComfyUI's, when found)")
+    p.add_argument("--only", default=None, help=f"comma-separated parts (default all): {','.join(PARTS)}")
+
+    p = sub.add_parser("doctor", help="check Python packages, devices, FFmpeg and every model file "
+                                      "(exit 0 if all needed parts are there)")
+    p.add_argument("--models", default=None, help="models folder (default: ComfyUI's, when found)")
     return parser
 
 

@@ -134,3 +134,17 @@ def convert_checkpoint(args):
     print(f"wrote {info.path}: {len(info.shapes):,} entries, {info.dtype_summary()}, {gb(info.size)} "
           f"(from {Path(args.path).name})")
     return 0
+
+
+def download_models(args):
+    """Fetch the model files (opt-in; see emocast/download.py)."""
+    from .download import cli
+
+    return cli(args.models, args.only)
+
+
+def doctor(args):
+    """One screen on what is installed and which model files are where (exit 1 when a needed part is missing)."""
+    from .doctor import cli
+
+    return cli(args.models)

@@ -43,6 +43,69 @@ LANDMARKER = ModelKind("mediapipe", "mediapipe face_landmarker.task", ("face_lan
                        "face_landmarker.task")
 KINDS = (EMOCAST, VAE, CLIP, WAV2VEC2, INSIGHTFACE, LANDMARKER)
 
+HUB = "https://huggingface.co"
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One published file and where it goes: `dest` under a models folder (the README's model table).
+
+    `repo` set: a Hugging Face file (`{endpoint}/{repo}/resolve/{revision}/{file}`, sha256 and size from the
+    hub); else `url` is a plain download (size checked only)."""
+    part: str                # download-models --only name
+    kind: ModelKind
+    dest: str                # path under the models folder
+    file: str = ""           # name in the repo
+    repo: str = ""
+    revision: str = "main"
+    url: str = ""            # non-hub URL
+    note: str = ""
+
+    def source_url(self, endpoint: str = HUB) -> str:
+        if not self.repo:
+            return self.url
+        return f"{endpoint.rstrip('/')}/{self.repo}/resolve/{self.revision}/{self.file}"
+
+    @property
+    def name(self) -> str:
+        return Path(self.dest).name
+
+    @property
+    def choice(self) -> str:
+        """What a loader's list shows for it: the file name, or the pack folder for insightface."""
+        return Path(self.dest).parent.name if self.kind is INSIGHTFACE else self.name
+
+
+_ANTELOPE = ("1k3d68.onnx", "2d106det.onnx", "genderage.onnx", "glintr100.onnx", "scrfd_10g_bnkps.onnx")
+#: What `python -m emocast download-models` fetches; part names are its --only choices.
+REMOTES = (
+    Remote("net", EMOCAST, "emocast/net.pth", "net.pth", "Jmaomao/EmoCAST", note="the authors' release"),
+    Remote("vae", VAE, "vae/vae-ft-mse-840000-ema-pruned.safetensors", "vae-ft-mse-840000-ema-pruned.safetensors",
+           "stabilityai/sd-vae-ft-mse-original"),
+    Remote("clip", CLIP, "text_encoders/clip_l.safetensors", "clip_l.safetensors", "comfyanonymous/flux_text_encoders",
+           note="ComfyUI's CLIP-L: openai/clip-vit-large-patch14's text model, fp16"),
+    Remote("wav2vec2", WAV2VEC2, "audio_encoders/wav2vec2-base-960h.safetensors", "model.safetensors",
+           "facebook/wav2vec2-base-960h", note="its model.safetensors, renamed"),
+    *(Remote("insightface", INSIGHTFACE, f"insightface/models/antelopev2/{f}", f, "DIAMONIK7777/antelopev2",
+             note="a community mirror of insightface's antelopev2 zip") for f in _ANTELOPE),
+    Remote("landmarker", LANDMARKER, "mediapipe/face_landmarker.task",
+           url="https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/"
+               "face_landmarker.task", note="optional: with mediapipe >= 0.10.30"),
+)
+PARTS = tuple(dict.fromkeys(r.part for r in REMOTES))
+#: Parts a run cannot do without (the landmarker falls back to insightface's 106 points or mediapipe's mesh).
+REQUIRED_PARTS = ("net", "vae", "clip", "wav2vec2", "insightface")
+
+
+def choices(kind: ModelKind) -> list[str]:
+    """The names download_if_missing can fetch for a loader of `kind`."""
+    return list(dict.fromkeys(r.choice for r in REMOTES if r.kind is kind))
+
+
+def remotes(parts=None) -> list[Remote]:
+    """The remotes of the given parts (all when None)."""
+    return [r for r in REMOTES if parts is None or r.part in parts]
+
 
 def comfyui_models_dir() -> Optional[Path]:
     """ComfyUI's models folder: $COMFYUI_MODELS, or the one above this pack in custom_nodes/."""

@@ -41,14 +41,14 @@ class LoadAudioEncoder:
     def INPUT_TYPES(cls):
         return {"required": {
             "wav2vec2": host.weights_combo(model_files.WAV2VEC2),
-        }}
+        }, "optional": host.download_input()}
 
-    def load(self, wav2vec2):
+    def load(self, wav2vec2, download_if_missing=False):
         import torch
 
         from ..emocast.preprocess.wav2vec2 import load_wav2vec2
 
-        encoder = load_wav2vec2(host.resolve_file(model_files.WAV2VEC2, wav2vec2), device=host.offload_device())
+        encoder = load_wav2vec2(host.resolve_file(model_files.WAV2VEC2, wav2vec2, download_if_missing), device=host.offload_device())
         return (host.ManagedModel(encoder, host.manage(encoder.model), torch.float32, wav2vec2),)
 
 

@@ -27,12 +27,12 @@ class LoadTextEncoder:
     def INPUT_TYPES(cls):
         return {"required": {
             "clip_name": host.weights_combo(model_files.CLIP),
-        }}
+        }, "optional": host.download_input()}
 
-    def load(self, clip_name):
+    def load(self, clip_name, download_if_missing=False):
         from ..emocast.emotion.text import load_text_encoder
 
-        return (load_text_encoder(host.resolve_file(model_files.CLIP, clip_name)),)
+        return (load_text_encoder(host.resolve_file(model_files.CLIP, clip_name, download_if_missing)),)
 
 
 class _EmotionNode:

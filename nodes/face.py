@@ -47,13 +47,13 @@ class LoadFaceAnalysis:
                 "tooltip": "auto: a .task file from models/mediapipe if there is one, else mediapipe's built-in face "
                            "mesh, else insightface 2d106 (with a warning). Or pick one; .task files are listed by "
                            f"name. Source of face_landmarker.task: {model_files.LANDMARKER.source}."}),
-        }}
+        }, "optional": host.download_input()}
 
-    def load(self, insightface, landmarker):
+    def load(self, insightface, landmarker, download_if_missing=False):
         from ..emocast.preprocess.face import FaceAnalyser
         from ..emocast.preprocess.landmarks import load_landmarker
 
-        analyser = FaceAnalyser(host.resolve_pack(insightface))
+        analyser = FaceAnalyser(host.resolve_pack(insightface, download_if_missing))
         if landmarker == host.LANDMARKER_AUTO:
             tasks = host.task_files()
             task = next((t for t in tasks if "face_landmarker" in t), tasks[0] if tasks else None)

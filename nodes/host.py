@@ -49,6 +49,12 @@ def _folders(kind: model_files.ModelKind) -> list[str]:
         return []
 
 
+def _with_downloadable(found: list[str], kind: model_files.ModelKind) -> list[str]:
+    """The files found, then the published names not among them (so a template's default validates and
+    download_if_missing can fetch it)."""
+    return found + [n for n in model_files.choices(kind) if n not in found]
+
+
 def weights_combo(kind: model_files.ModelKind) -> tuple[list[str], dict]:
     """A combo input of a kind's weights files (our own keys accept any extension: filtered here), with a
     tooltip saying where the files are and come from."""
@@ -57,22 +63,70 @@ def weights_combo(kind: model_files.ModelKind) -> tuple[list[str], dict]:
     except KeyError:
         names = []
     files = sorted(n for n in names if n.lower().endswith(SUFFIXES))
-    return files, {"tooltip": f"File in models/{kind.key}. Source: {kind.source}."}
+    return _with_downloadable(files, kind), {"tooltip": f"File in models/{kind.key}. Source: {kind.source}."}
+
+
+DOWNLOAD_TOOLTIP = ("Download the chosen model from its source (Hugging Face) into ComfyUI's models folder when it "
+                    "is not there: progress on this node, resumable, checked against the published sha256. Off: "
+                    "nothing is downloaded.")
+
+
+def download_input() -> dict:
+    return {"download_if_missing": ("BOOLEAN", {"default": False, "tooltip": DOWNLOAD_TOOLTIP})}
 
 
 def missing_model(kind: model_files.ModelKind, name: str, folders: Sequence[str]) -> MissingModelError:
     where = ", ".join(folders) or f"models/{kind.key} (no such folder is registered)"
+    fetchable = name in model_files.choices(kind)
     return MissingModelError(
         f"{kind.what} {name!r} not found; searched {where}.",
         hint=f"Get it from {kind.source}; put it in one of those folders (or list your own folder under "
-             f"'{kind.key}:' in extra_model_paths.yaml), then press R in ComfyUI to refresh the lists.")
+             f"'{kind.key}:' in extra_model_paths.yaml), then press R in ComfyUI to refresh the lists."
+             + (" Or turn on download_if_missing on this node, or run `python -m emocast download-models "
+                f"--models {folder_paths.models_dir}`." if fetchable else "")
+             + " The EmoCAST Doctor node (or `python -m emocast doctor`) checks every model file.")
 
 
-def resolve_file(kind: model_files.ModelKind, name: str) -> Path:
+class _BytesProgress:
+    """ComfyUI's progress bar over a download's bytes, about 200 updates, each a Cancel point."""
+
+    def __init__(self):
+        self.progress: Optional[Progress] = None
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.progress is None:
+            self.progress = Progress(max(total, 1))
+        step = max(total // 200, 1)
+        if done // step != self.last or done >= total:
+            self.last = done // step
+            self.progress.step(min(done, self.progress.total))
+
+
+def download(kind: model_files.ModelKind, name: str) -> None:
+    """download_if_missing: fetch `name` into ComfyUI's models/<key> (the README's layout), verified."""
+    from ..emocast.download import fetch
+
+    wanted = [r for r in model_files.REMOTES if r.kind is kind and r.choice == name]
+    if not wanted:
+        raise MissingModelError(f"{kind.what} {name!r} not found, and it is not a file EmoCAST can download "
+                                f"({', '.join(model_files.choices(kind))}).",
+                                hint=f"Choose one of those with download_if_missing on, or get {name!r} yourself.")
+    for remote in wanted:
+        dest = Path(folder_paths.models_dir) / remote.dest
+        if not dest.is_file():
+            log.info("EmoCAST: downloading %s to %s", remote.source_url(), dest)
+            fetch(remote, dest, _BytesProgress())
+
+
+def resolve_file(kind: model_files.ModelKind, name: str, download_if_missing: bool = False) -> Path:
     """Full path of a file chosen in a combo; MissingModelError names the file, folders and source."""
     if not name:
         raise missing_model(kind, "(none selected)", _folders(kind))
     path = folder_paths.get_full_path(kind.key, name)
+    if path is None and download_if_missing:
+        download(kind, name)
+        path = folder_paths.get_full_path(kind.key, name)
     if path is None:
         raise missing_model(kind, name, _folders(kind))
     return Path(path)
@@ -94,13 +148,18 @@ def insightface_packs() -> list[str]:
     for root in _pack_roots():
         if root.is_dir():
             found += [d.name for d in sorted(root.iterdir()) if _is_pack(d)]
-    return sorted(dict.fromkeys(found), key=lambda n: (n not in model_files.INSIGHTFACE.prefer, n))
+    found = sorted(dict.fromkeys(found), key=lambda n: (n not in model_files.INSIGHTFACE.prefer, n))
+    return _with_downloadable(found, model_files.INSIGHTFACE)
 
 
-def resolve_pack(name: str) -> Path:
-    for root in _pack_roots():
-        if _is_pack(root / name):
-            return root / name
+def resolve_pack(name: str, download_if_missing: bool = False) -> Path:
+    for attempt in range(2):
+        for root in _pack_roots():
+            if _is_pack(root / name):
+                return root / name
+        if not download_if_missing or attempt:
+            break
+        download(model_files.INSIGHTFACE, name)
     raise missing_model(model_files.INSIGHTFACE, name, [str(r) for r in _pack_roots()])
 
 

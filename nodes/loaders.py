@@ -37,12 +37,12 @@ class LoadModel:
         return {"required": {
             "ckpt_name": host.weights_combo(model_files.EMOCAST),
             "dtype": (list(host.DTYPES), {"default": host.DTYPE_AUTO, "tooltip": _DTYPE_TOOLTIP}),
-        }}
+        }, "optional": host.download_input()}
 
-    def load(self, ckpt_name, dtype):
+    def load(self, ckpt_name, dtype, download_if_missing=False):
         from ..emocast.models.checkpoint import load_net
 
-        path = host.resolve_file(model_files.EMOCAST, ckpt_name)
+        path = host.resolve_file(model_files.EMOCAST, ckpt_name, download_if_missing)
         torch_dtype = host.resolve_dtype(dtype)
         net = load_net(path, torch_dtype, host.offload_device(), progress=_load_progress())
         return (host.ManagedModel(net, host.manage(net), torch_dtype, ckpt_name),)
@@ -65,12 +65,12 @@ class LoadVAE:
         return {"required": {
             "vae_name": host.weights_combo(model_files.VAE),
             "dtype": (list(host.DTYPES), {"default": host.DTYPE_AUTO, "tooltip": _DTYPE_TOOLTIP}),
-        }}
+        }, "optional": host.download_input()}
 
-    def load(self, vae_name, dtype):
+    def load(self, vae_name, dtype, download_if_missing=False):
         from ..emocast.models.vae import load_vae
 
-        path = host.resolve_file(model_files.VAE, vae_name)
+        path = host.resolve_file(model_files.VAE, vae_name, download_if_missing)
         torch_dtype = host.resolve_dtype(dtype)
         codec = load_vae(path, dtype=torch_dtype, device=host.offload_device())
         return (host.ManagedModel(codec, host.manage(codec.model), torch_dtype, vae_name),)

@@ -25,7 +25,7 @@ RELEASED_IDS = [
 ]
 CUSTOM_TYPES = {"EMOCAST_MODEL", "EMOCAST_TEXT_ENCODER", "EMOCAST_EMOTION", "EMOCAST_FACE_ANALYSIS", "EMOCAST_FACE",
                 "EMOCAST_AUDIO_ENCODER", "EMOCAST_AUDIO", "EMOCAST_VAE"}
-CORE_TYPES = {"IMAGE", "MASK", "AUDIO", "VAE", "INT", "FLOAT", "STRING"}
+CORE_TYPES = {"IMAGE", "MASK", "AUDIO", "VAE", "INT", "FLOAT", "STRING", "BOOLEAN"}
 CATEGORIES = {"EmoCAST/loaders", "EmoCAST/conditioning", "EmoCAST/sampling", "EmoCAST/postprocess"}
 
 
@@ -120,9 +120,9 @@ def test_folders_are_registered_without_wiping_user_paths(host, pack, models_dir
         assert str(models_dir / key) in fp.get_folder_paths(key), key
     assert fp.get_folder_paths("emocast")[0] == str(models_dir.parent / "yaml_emocast")  # the user's path kept first
     required = pack.NODE_CLASS_MAPPINGS["EmoCAST_LoadModel"].INPUT_TYPES()["required"]
-    assert required["ckpt_name"][0] == ["emocast_tiny.safetensors"]  # no .json sidecars offered
+    assert required["ckpt_name"][0] == ["emocast_tiny.safetensors", "net.pth"]  # no .json sidecars; then the release
     assert pack.NODE_CLASS_MAPPINGS["EmoCAST_LoadFaceAnalysis"].INPUT_TYPES()["required"]["insightface"][0] == \
-        ["emocast_tiny"]
+        ["emocast_tiny", "antelopev2"]
     landmarkers = pack.NODE_CLASS_MAPPINGS["EmoCAST_LoadFaceAnalysis"].INPUT_TYPES()["required"]["landmarker"][0]
     assert landmarkers[:3] == ["auto", "mediapipe face mesh", "insightface 2d106"]
 
@@ -335,7 +335,7 @@ def test_ui_workflow_matches_its_api_twin(pack, name):
         cls = pack.NODE_CLASS_MAPPINGS.get(node["type"])
         if cls is not None:  # widget values in INPUT_TYPES order (+ "fixed" after a control_after_generate seed)
             widgets = [(k, s) for g in ("required", "optional") for k, s in cls.INPUT_TYPES().get(g, {}).items()
-                       if isinstance(s[0], list) or s[0] in ("INT", "FLOAT", "STRING")]
+                       if isinstance(s[0], list) or s[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")]
             expected = []
             for k, s in widgets:
                 v = api[nid]["inputs"][k]
