@@ -36,6 +36,7 @@ NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 
 host.register_model_folders()
+host.copy_example_inputs()
 
 for _family, _what in FAMILIES.items():
     try:

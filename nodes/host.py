@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -40,6 +41,31 @@ def register_model_folders() -> None:
     """models/<key> for every model kind; appends, so paths from extra_model_paths.yaml stay first."""
     for kind in model_files.KINDS:
         folder_paths.add_model_folder_path(kind.key, os.path.join(folder_paths.models_dir, kind.key))
+
+
+#: The example workflows' inputs (public domain portrait, synthesized speech) -> the pack's file.
+EXAMPLE_INPUTS = {"emocast_example_portrait.png": "portrait_astronaut_512.png",
+                  "emocast_example_speech.wav": "speech_en_16k.wav"}
+ASSETS = Path(__file__).resolve().parents[1] / "emocast" / "demo" / "assets"
+
+
+def copy_example_inputs() -> None:
+    """Put the templates' portrait and speech into ComfyUI's input folder, never over an existing file."""
+    get = getattr(folder_paths, "get_input_directory", None)
+    if get is None:
+        return
+    target = Path(get())
+    for name, source in EXAMPLE_INPUTS.items():
+        dest = target / name
+        if dest.exists():
+            continue
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(dest.name + ".tmp")
+            shutil.copyfile(ASSETS / source, tmp)
+            os.replace(tmp, dest)
+        except OSError as e:
+            log.warning("EmoCAST: could not copy the example input %s to %s (%s).", name, target, e)
 
 
 def _folders(kind: model_files.ModelKind) -> list[str]:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK_DIR = "ComfyUI-EmoCAST"
-PACK_PARTS = ("__init__.py", "nodes", "emocast", "web", "workflows", "pyproject.toml", "requirements.txt",
+PACK_PARTS = ("__init__.py", "nodes", "emocast", "web", "example_workflows", "pyproject.toml", "requirements.txt",
               "LICENSE", "README.md")
 NODE_IDS = ("EmoCAST_LoadModel", "EmoCAST_LoadVAE", "EmoCAST_LoadTextEncoder", "EmoCAST_EncodeEmotion",
             "EmoCAST_EmotionSchedule", "EmoCAST_LoadFaceAnalysis", "EmoCAST_EncodeFace", "EmoCAST_LoadAudioEncoder",
@@ -178,7 +178,7 @@ def widget_count(spec: dict) -> int:
 
 def check_ui_workflows(info: dict) -> list[str]:
     problems = []
-    for path in sorted((ROOT / "workflows").glob("*.json")):
+    for path in sorted((ROOT / "example_workflows").glob("*.json")):
         for node in json.loads(path.read_text(encoding="utf-8"))["nodes"]:
             if node["type"] in ("MarkdownNote", "Note"):
                 continue
@@ -253,10 +253,10 @@ def main() -> int:
         templates = http(a.port, "/workflow_templates")
         report["templates"] = templates.get(PACK_DIR)
         report["checks"]["workflows listed as templates"] = sorted(templates.get(PACK_DIR, [])) == sorted(
-            p.stem for p in (ROOT / "workflows").glob("*.json"))
+            p.stem for p in (ROOT / "example_workflows").glob("*.json"))
         frames = math.ceil(AUDIO_SECONDS * 25)
         for name in ("emocast_basic", "emocast_emotion_schedule"):
-            graph = json.loads((ROOT / "workflows" / "api" / f"{name}_api.json").read_text(encoding="utf-8"))
+            graph = json.loads((ROOT / "example_workflows" / "api" / f"{name}_api.json").read_text(encoding="utf-8"))
             prefix = f"emocast_smoke/{name}_{uuid.uuid4().hex[:6]}"
             graph = tiny(graph, filename_prefix=prefix)
             t0 = time.time()
@@ -278,7 +278,7 @@ def main() -> int:
             report[name] = entry
             report["checks"][f"{name} -> MP4 with {frames} frames and the speech"] = bool(ok)
         # Cancel: a longer run, interrupted while it samples
-        graph = tiny(json.loads((ROOT / "workflows" / "api" / "emocast_basic_api.json").read_text()),
+        graph = tiny(json.loads((ROOT / "example_workflows" / "api" / "emocast_basic_api.json").read_text()),
                      steps=3, seed=7, filename_prefix="emocast_smoke/cancelled")
         client = uuid.uuid4().hex
         prompt_id = http(a.port, "/prompt", {"prompt": graph, "client_id": client})["prompt_id"]

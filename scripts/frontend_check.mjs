@@ -9,7 +9,7 @@
 //         [--chromium /usr/bin/chromium] [--screenshots DIR] [--run] [--run-timeout 900]
 //
 // playwright-core is resolved from the current folder; Chromium runs headless with a fresh profile and no
-// background networking. For every UI workflow in workflows/ it loads the graph with app.loadGraphData (the
+// background networking. For every UI workflow in example_workflows/ it loads the graph with app.loadGraphData (the
 // frontend's own missing-node check), checks no node is missing or broken, the widget values survive a
 // load / serialize round trip and the layout holds as the frontend draws it (layoutCheck: no two nodes closer than
 // MIN_GAP, title bars, "EmoCAST" badges and the sizes the frontend computes included; every Markdown note shows its
@@ -37,7 +37,7 @@ const { values: opt } = parseArgs({
   options: {
     url: { type: "string", default: "http://127.0.0.1:8188" },
     chromium: { type: "string", default: "/usr/bin/chromium" },
-    workflows: { type: "string", default: path.join(ROOT, "workflows") },
+    workflows: { type: "string", default: path.join(ROOT, "example_workflows") },
     screenshots: { type: "string" },
     run: { type: "boolean", default: false },
     "run-timeout": { type: "string", default: "900" },

@@ -1,4 +1,4 @@
-"""Write workflows/*.json (UI format, ComfyUI's template browser) and their API twins from one spec.
+"""Write example_workflows/*.json (UI format, ComfyUI's template browser) and their API twins (api/) from one spec.
 
     .venv/bin/python scripts/make_workflows.py [--check]
 
@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "workflows"
+OUT = ROOT / "example_workflows"
 API = OUT / "api"
 
+#: The example inputs: shipped in emocast/demo/assets, copied into ComfyUI's input folder when the pack loads.
+EXAMPLE_INPUTS = {"image": "emocast_example_portrait.png", "audio": "emocast_example_speech.wav"}
 #: Core nodes used by the examples: (socket inputs [(name, type, optional)], widgets [(name, value)], outputs).
 CORE = {
-    "LoadImage": ([], [("image", "portrait.png"), ("upload", "image")], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
-    "LoadAudio": ([], [("audio", "speech.wav"), ("audioUI", None), ("upload", None)], [("AUDIO", "AUDIO")]),
+    "LoadImage": ([], [("image", EXAMPLE_INPUTS["image"]), ("upload", "image")], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "LoadAudio": ([], [("audio", EXAMPLE_INPUTS["audio"]), ("audioUI", None), ("upload", None)], [("AUDIO", "AUDIO")]),
     "VAELoader": ([], [("vae_name", "vae-ft-mse-840000-ema-pruned.safetensors")], [("VAE", "VAE")]),
     "CreateVideo": ([("images", "IMAGE", False), ("audio", "AUDIO", True)], [("fps", 25.0)], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO", False)], [("filename_prefix", "video/EmoCAST"), ("format", "auto"),
@@ -37,17 +39,11 @@ UI_ONLY = {"upload", "audioUI"}
 #: Default model file names: what users download (see emocast/model_files.py and the README).
 MODELS = {"ckpt_name": "net.pth", "clip_name": "clip_l.safetensors", "wav2vec2": "wav2vec2-base-960h.safetensors",
           "insightface": "antelopev2", "vae_name": "vae-ft-mse-840000-ema-pruned.safetensors"}
-#: Frontend "missing models" links for files with a stable direct download.
-DOWNLOADS = {
-    "vae-ft-mse-840000-ema-pruned.safetensors": ("vae", "https://huggingface.co/stabilityai/sd-vae-ft-mse-original/"
-                                                         "resolve/main/vae-ft-mse-840000-ema-pruned.safetensors"),
-    "clip_l.safetensors": ("text_encoders", "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/"
-                                            "clip_l.safetensors"),
-}
 
 MODELS_NOTE = """## EmoCAST models
-Upload your portrait and speech in the two load nodes. Put each model file in ComfyUI's `models/` folder
-(or a path from extra_model_paths.yaml), then press R.
+Upload your portrait and speech in the two load nodes (an example of each is preselected). Put each model file in
+ComfyUI's `models/` folder (or a path from extra_model_paths.yaml), then press R; or turn on download_if_missing
+on the loaders, or run `python -m emocast download-models --models ComfyUI/models`.
 
 | file | folder | source |
 |---|---|---|
@@ -55,7 +51,7 @@ Upload your portrait and speech in the two load nodes. Put each model file in Co
 | vae-ft-mse-840000-ema-pruned.safetensors | models/vae | stabilityai/sd-vae-ft-mse-original |
 | clip_l.safetensors | models/text_encoders | ComfyUI's usual CLIP-L |
 | wav2vec2-base-960h.safetensors | models/audio_encoders | facebook/wav2vec2-base-960h model.safetensors, renamed |
-| antelopev2/*.onnx | models/insightface/models | insightface model zoo |
+| antelopev2/*.onnx | models/insightface/models | insightface model zoo (mirror: DIAMONIK7777/antelopev2) |
 | face_landmarker.task (optional) | models/mediapipe | mediapipe face landmarker |
 
 Frames come out at 25 fps; EmoCAST Encode Audio gives the matching fps, frame count and trimmed audio."""
@@ -70,6 +66,16 @@ SCHEDULE_NOTE = """## Emotion schedule
 One keyframe per line: `<seconds> [@<intensity>]: <prompt>` (or `f<frame>: ...` at 25 fps). Each emotion holds
 until the next keyframe and eases into it over transition_s seconds. Intensity 0 is the neutral prompt, 1 the
 prompt as written, up to 2 exaggerated. A mistake is reported with its line number when you queue the prompt."""
+
+
+def model_links(pack, values) -> list[dict]:
+    """properties.models of a loader (the frontend's missing-models dialog): every published file behind the
+    model names among its widget values, with its URL and the folder key + name under it ComfyUI checks."""
+    import importlib
+
+    mf = importlib.import_module(f"{pack.__name__}.emocast.model_files")
+    return [{"name": r.dest.split("/", 1)[1], "url": r.source_url(), "directory": r.kind.key}
+            for v in values if isinstance(v, str) for r in mf.REMOTES if r.choice == v]
 
 
 def load_pack():
@@ -154,8 +160,7 @@ def build(pack, spec, title):
                                               for i, (n, t) in enumerate(outputs)],
                 "properties": {"Node name for S&R": ct}, "widgets_values": wvals}
         node.update(extra)
-        models = [{"name": v, "url": DOWNLOADS[v][1], "directory": DOWNLOADS[v][0]}
-                  for v in wvals if isinstance(v, str) and v in DOWNLOADS]
+        models = model_links(pack, wvals)
         if models:
             node["properties"]["models"] = models
         ui_nodes.append(node)
@@ -253,13 +258,13 @@ def graph(notes: list[N], emotion: N, paste: bool, prefix: str) -> list:
     sample = {"model": (3, 0), "vae": (4, 0), "face": (8, 0), "audio_features": (10, 0), "emotion": (6, 0)}
     columns = [
         notes,
-        [N(3, "EmoCAST_LoadModel", (320, 82), {"ckpt_name": MODELS["ckpt_name"]}),
+        [N(3, "EmoCAST_LoadModel", (320, 106), {"ckpt_name": MODELS["ckpt_name"]}),
          N(4, "VAELoader", (320, 58), {"vae_name": MODELS["vae_name"]}),
-         N(5, "EmoCAST_LoadTextEncoder", (320, 58), {"clip_name": MODELS["clip_name"]}),
-         N(7, "EmoCAST_LoadFaceAnalysis", (320, 82), {"insightface": MODELS["insightface"]}),
+         N(5, "EmoCAST_LoadTextEncoder", (320, 82), {"clip_name": MODELS["clip_name"]}),
+         N(7, "EmoCAST_LoadFaceAnalysis", (320, 106), {"insightface": MODELS["insightface"]}),
          N(1, "LoadImage", (320, 330), {}, {"title": "Portrait"}),  # room for the portrait's preview
          N(2, "LoadAudio", (320, 140), {}, {"title": "Speech"}),
-         N(9, "EmoCAST_LoadAudioEncoder", (320, 58), {"wav2vec2": MODELS["wav2vec2"]})],
+         N(9, "EmoCAST_LoadAudioEncoder", (320, 82), {"wav2vec2": MODELS["wav2vec2"]})],
         [emotion,
          N(8, "EmoCAST_EncodeFace", (320, 180), {"image": (1, 0), "face_analysis": (7, 0)}, beside=7),
          N(10, "EmoCAST_EncodeAudio", (320, 130), {"audio": (2, 0), "audio_encoder": (9, 0)}, beside=2)],

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOWS = ROOT / "workflows"
+WORKFLOWS = ROOT / "example_workflows"
 #: ComfyUI's sys.modules name for a custom node folder: its path with "." -> "_x_".
 PACK_NAME = str(ROOT).replace(".", "_x_")
 #: The tiny models' names in place of the real ones in the shipped workflows.

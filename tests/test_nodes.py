@@ -321,7 +321,7 @@ def test_workflows_are_up_to_date_and_their_twins_agree():
 
 @pytest.mark.parametrize("name", ["emocast_basic", "emocast_long_audio", "emocast_emotion_schedule"])
 def test_ui_workflow_matches_its_api_twin(pack, name):
-    ui = json.loads((ROOT / "workflows" / f"{name}.json").read_text(encoding="utf-8"))
+    ui = json.loads((ROOT / "example_workflows" / f"{name}.json").read_text(encoding="utf-8"))
     api = read_api(name)
     nodes = {str(n["id"]): n for n in ui["nodes"] if n["type"] != "MarkdownNote"}
     assert set(nodes) == set(api)
@@ -344,11 +344,11 @@ def test_ui_workflow_matches_its_api_twin(pack, name):
 
 
 def test_workflows_use_the_real_model_names():
-    text = (ROOT / "workflows" / "api" / "emocast_basic_api.json").read_text(encoding="utf-8")
+    text = (ROOT / "example_workflows" / "api" / "emocast_basic_api.json").read_text(encoding="utf-8")
     for name in ("net.pth", "vae-ft-mse-840000-ema-pruned.safetensors", "clip_l.safetensors",
                  "wav2vec2-base-960h.safetensors", "antelopev2"):
         assert f'"{name}"' in text
-    assert not list((ROOT / "workflows").rglob("*tiny*"))
+    assert not list((ROOT / "example_workflows").rglob("*tiny*"))
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js not installed")
