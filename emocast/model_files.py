@@ -120,7 +120,12 @@ def comfyui_models_dir() -> Optional[Path]:
 
 
 def candidates(models_dir: Path, kind: ModelKind) -> list[Path]:
-    folder = Path(models_dir) / kind.key
+    return candidates_in(Path(models_dir) / kind.key, kind)
+
+
+def candidates_in(folder: Path, kind: ModelKind) -> list[Path]:
+    """The files (or folders) of `kind` in one folder."""
+    folder = Path(folder)
     if not folder.is_dir():
         return []
     if kind is LANDMARKER:

@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACK_DIR = "ComfyUI-EmoCAST"
 PACK_PARTS = ("__init__.py", "nodes", "emocast", "web", "example_workflows", "pyproject.toml", "requirements.txt",
-              "LICENSE", "README.md")
+              "install.py", "LICENSE", "README.md")
 NODE_IDS = ("EmoCAST_LoadModel", "EmoCAST_LoadVAE", "EmoCAST_LoadTextEncoder", "EmoCAST_EncodeEmotion",
             "EmoCAST_EmotionSchedule", "EmoCAST_LoadFaceAnalysis", "EmoCAST_EncodeFace", "EmoCAST_LoadAudioEncoder",
             "EmoCAST_EncodeAudio", "EmoCAST_Sample", "EmoCAST_PasteBack")
@@ -109,6 +109,7 @@ def setup_venv(comfy: Path, shim) -> Path:
     pin = comfy / ".venv" / "torch-pin.txt"
     pin.write_text("torch==2.13.0\n")
     sh(pip + ["-c", str(pin), "-r", str(ROOT / "requirements.txt")])
+    sh([str(py), str(ROOT / "install.py")])  # onnxruntime + insightface, as ComfyUI-Manager runs it
     return py
 
 

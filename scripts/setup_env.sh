@@ -2,7 +2,7 @@
 # Create (or reuse) a venv with torch and the pack's requirements. Idempotent.
 #   VENV (default .venv); TORCH_SPEC (default torch==2.13.0: the CPU build this project is tested with;
 #   only installed when the venv has no torch); EMOCAST_DEV=1 adds requirements-dev.txt (tests);
-#   EMOCAST_EXTRA_REQUIREMENTS=FILE adds one more requirements file (e.g. requirements-mediapipe.txt).
+#   EMOCAST_EXTRA_REQUIREMENTS=FILE adds one more requirements file (e.g. requirements-test-mediapipe.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -13,7 +13,7 @@ fi
 VPY=$VENV/bin/python
 extra=${EMOCAST_EXTRA_REQUIREMENTS:-}
 stamp=$VENV/.emocast-installed
-want="$(cat requirements.txt requirements-dev.txt ${extra:+"$extra"} 2>/dev/null | sha1sum | cut -c1-12)-${EMOCAST_DEV:-0}"
+want="$(cat requirements.txt requirements-dev.txt install.py ${extra:+"$extra"} 2>/dev/null | sha1sum | cut -c1-12)-${EMOCAST_DEV:-0}"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   $VPY -m pip install -q --upgrade pip
   $VPY -c "import torch" 2>/dev/null || $VPY -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
@@ -21,5 +21,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   if [ "${EMOCAST_DEV:-0}" = 1 ]; then reqs+=(-r requirements-dev.txt); fi
   if [ -n "$extra" ]; then reqs+=(-r "$extra"); fi
   $VPY -m pip install -q "${reqs[@]}"
+  $VPY install.py  # onnxruntime (unless a build is there) and insightface, as ComfyUI-Manager runs it
   echo "$want" > "$stamp"
 fi

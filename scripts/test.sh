@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 if [ "${EMOCAST_MEDIAPIPE:-1}" = 1 ]; then
   PY=${PYTHON:-python3}
   if "$PY" -c 'import sys; sys.exit(not ((3, 9) <= sys.version_info[:2] <= (3, 12)))'; then
-    VENV=.venv-mediapipe EMOCAST_DEV=1 EMOCAST_EXTRA_REQUIREMENTS=requirements-mediapipe.txt bash scripts/setup_env.sh
+    VENV=.venv-mediapipe EMOCAST_DEV=1 EMOCAST_EXTRA_REQUIREMENTS=requirements-test-mediapipe.txt bash scripts/setup_env.sh
     .venv-mediapipe/bin/python -m pytest -q -p no:cacheprovider tests/test_face.py tests/test_landmarks.py tests/test_masks.py
   else
     echo "mediapipe 0.10.21 needs Python 3.9-3.12: its face mesh tests are skipped on $("$PY" --version)"
