@@ -21,6 +21,7 @@ FAMILIES = {
     "audio": "audio (wav2vec2, encode audio)",
     "sampling": "sampler",
     "postprocess": "paste-back",
+    "doctor": "doctor",
 }
 #: Import name -> pip package, for the install hint.
 PIP_NAMES = {"cv2": "opencv-python-headless", "PIL": "pillow", "sklearn": "scikit-learn", "skimage": "scikit-image"}
@@ -29,7 +30,7 @@ PIP_NAMES = {"cv2": "opencv-python-headless", "PIL": "pillow", "sklearn": "sciki
 NODE_IDS = (
     "EmoCAST_LoadModel", "EmoCAST_LoadVAE", "EmoCAST_LoadTextEncoder", "EmoCAST_EncodeEmotion",
     "EmoCAST_EmotionSchedule", "EmoCAST_LoadFaceAnalysis", "EmoCAST_EncodeFace", "EmoCAST_LoadAudioEncoder",
-    "EmoCAST_EncodeAudio", "EmoCAST_Sample", "EmoCAST_PasteBack",
+    "EmoCAST_EncodeAudio", "EmoCAST_Sample", "EmoCAST_PasteBack", "EmoCAST_Doctor",
 )
 
 NODE_CLASS_MAPPINGS: dict = {}

@@ -209,6 +209,14 @@ def landmarker_choices() -> list[str]:
     return [LANDMARKER_AUTO, LANDMARKER_MESH, LANDMARKER_IF106] + task_files()
 
 
+def doctor_report() -> str:
+    """emocast.doctor's report over ComfyUI's registered model folders (extra_model_paths.yaml included)."""
+    from ..emocast import doctor
+
+    checks = doctor.run_checks(lambda kind: [Path(f) for f in _folders(kind)], f" --models {folder_paths.models_dir}")
+    return doctor.report(checks, f"ComfyUI models: {folder_paths.models_dir}")
+
+
 # ---------------------------------------------------------------------------------------------- devices
 
 def compute_device() -> torch.device:

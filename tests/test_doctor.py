@@ -56,3 +56,27 @@ def test_wrong_file_in_a_folder_is_bad(models, capsys):
     out = capsys.readouterr().out
     assert "none looks like a CLIP ViT-L/14 text encoder" in out
     assert "--only insightface" in out and str(models / "insightface" / "models" / "antelopev2") in out
+
+
+def test_doctor_node_reports_over_comfyui_folders(exported, tmp_path):
+    import importlib
+
+    from comfy_host import StubHost
+    from pack_fixtures import ROOT, load_pack
+
+    d, files = exported
+    stub = StubHost().install(d, tmp_path / "output")
+    try:
+        pack = load_pack(f"emocast_doctor_pack_{tmp_path.name}", ROOT)
+        node = pack.NODE_CLASS_MAPPINGS["EmoCAST_Doctor"]
+        out = node().check()
+        text = out["result"][0]
+        assert out["ui"]["text"] == [text] and node.RETURN_TYPES == ("STRING",)
+        for path in files.values():
+            assert str(path) in text
+        assert "everything a run needs is there" in text
+        host = importlib.import_module(f"{pack.__name__}.nodes.host")
+        hint = host.missing_model(host.model_files.EMOCAST, "net.pth", [str(d / "emocast")]).hint
+        assert "EmoCAST Doctor" in hint and "download_if_missing" in hint
+    finally:
+        stub.uninstall()
