@@ -15,8 +15,10 @@ satisfy otherwise ("onnxruntime" and "opencv-python"); that is expected.
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
 import subprocess
 import sys
+import tempfile
 
 #: Distributions that provide the `onnxruntime` module.
 ONNXRUNTIME_BUILDS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
@@ -25,6 +27,9 @@ ONNXRUNTIME_BUILDS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", 
 INSIGHTFACE = "insightface>=0.7.3"
 #: insightface's own requirements, less onnxruntime and opencv-python (see above).
 INSIGHTFACE_DEPS = ("onnx>=1.13", "scipy", "scikit-image", "tqdm", "requests")
+#: Never upgraded or downgraded by this script: pinned to what is installed (ComfyUI and other packs rely on them).
+KEEP = ("numpy", "torch", "opencv-python", "opencv-python-headless", "opencv-contrib-python",
+        "opencv-contrib-python-headless", *ONNXRUNTIME_BUILDS)
 
 
 def installed(name: str) -> bool:
@@ -46,10 +51,34 @@ def plan() -> list[list[str]]:
     return steps
 
 
+def constraints() -> str:
+    """pip constraints holding every installed KEEP package at its version."""
+    lines = []
+    for name in KEEP:
+        try:
+            lines.append(f"{name}=={md.version(name)}")
+        except md.PackageNotFoundError:
+            pass
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
-    for args in plan():
-        cmd = [sys.executable, "-m", "pip", "install", *args]
-        print("EmoCAST install:", " ".join(cmd[1:]), flush=True)
+    steps = plan()
+    if not steps:
+        return 0
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write(constraints())
+    try:
+        return _run(steps, f.name)
+    finally:
+        os.unlink(f.name)
+
+
+def _run(steps: list[list[str]], pins: str) -> int:
+    for args in steps:
+        cmd = [sys.executable, "-m", "pip", "install", "-c", pins, *args]
+        print("EmoCAST install:", " ".join(cmd[3:]).replace(pins, "<installed numpy/opencv/onnxruntime>"),
+              flush=True)
         code = subprocess.call(cmd)
         if code:
             print(f"EmoCAST install: pip failed ({code}); the face nodes need insightface and onnxruntime.",

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("EMOCAST_INSTA
 PROBE = ("import json, importlib.metadata as md, onnxruntime as ort\n"
          "def v(n):\n    try: return md.version(n)\n    except md.PackageNotFoundError: return None\n"
          "print(json.dumps({'providers': ort.get_available_providers(), 'gpu': v('onnxruntime-gpu'), "
-         "'cpu': v('onnxruntime')}))")
+         "'cpu': v('onnxruntime'), 'numpy': v('numpy')}))")
 
 
 def run(*cmd, check=True) -> subprocess.CompletedProcess:
@@ -40,10 +40,13 @@ def test_requirements_and_install_py_keep_onnxruntime_gpu(tmp_path):
     assert "CUDAExecutionProvider" in before["providers"] and before["gpu"] and before["cpu"] is None
 
     run(py, "-m", "pip", "install", "-q", "-r", ROOT / "requirements.txt")
+    middle = json.loads(run(py, "-c", PROBE).stdout)
     first = run(py, ROOT / "install.py")
-    assert "--no-deps insightface" in first.stdout and "install onnxruntime\n" not in first.stdout
+    assert "--no-deps insightface" in first.stdout
+    assert not any(line.endswith(" onnxruntime") for line in first.stdout.splitlines())  # a build is there
     after = json.loads(run(py, "-c", PROBE).stdout)
-    assert after == before  # same onnxruntime-gpu, no CPU onnxruntime, the same providers
+    assert after == middle  # install.py changed neither onnxruntime nor numpy
+    assert {k: after[k] for k in ("providers", "gpu", "cpu")} == {k: before[k] for k in ("providers", "gpu", "cpu")}
     run(py, "-c", "from insightface.app import FaceAnalysis; import cv2, diffusers, transformers, av, librosa")
     assert run(py, ROOT / "install.py").stdout == ""  # a second run does nothing
 
