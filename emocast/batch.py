@@ -98,7 +98,7 @@ def parse_job(obj, line: int, base: argparse.Namespace, folder: Path, options: d
             raise InputError(f"{key} must be a non-empty string, got {json.dumps(obj[key])}.")
     name = obj.get("name") or _default_name(obj)
     if name.startswith(".") or any(c in name for c in '/\\\0\n'):
-        raise InputError(f"name {name!r} is not a plain file name (no '/', '\\\\', leading '.').")
+        raise InputError(f"name {name!r} is not a plain file name (no '/', '\\', no leading '.').")
     args = argparse.Namespace(**vars(base))
     args.prompt, args.emotion_schedule = obj.get("prompt"), None
     for key in ("image", "audio", "emotion_schedule"):
@@ -282,6 +282,8 @@ def run_batch(args) -> int:
 
     t0 = time.perf_counter()
     args.verbose = getattr(args, "verbose", False)
+    if args.ray:
+        import_ray()  # before any work: a missing extra is one line, not a half-started batch
     jobs, bad = read_jobs(Path(args.jobs), args)
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}.")
