@@ -206,7 +206,7 @@ def test_ray_cluster_runs_the_good_jobs_survives_a_killed_worker_and_resumes(inp
     assert sorted(r["attempts"] for r in rows.values()) == [1, 1, 1, 2]  # the killed job, retried once
     assert "died" in log and "retrying it on a new worker (attempt 2 of 3)" in log
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4", "c.mp4", "report.jsonl"]
-    assert len({r["worker"] for r in rows.values()}) >= 2
+    assert not any(r["worker"].endswith(f":{killed}") for r in rows.values())  # its job finished elsewhere
     assert all(frames(out / f"{n}.mp4").shape == (5, 64, 64, 3) for n in "abc")
 
     # the same command again recomputes nothing (the faceless job is tried again: it has no output)
