@@ -328,7 +328,7 @@ def import_ray():
         import ray
     except ImportError:
         raise MissingDependencyError("--ray needs Ray, which is not installed.",
-                                     hint='pip install "ray[default]" (or pip install -e ".[ray]"); '
+                                     hint='pip install "ray>=2.9" (or the pack\'s extra: pip install ".[ray]"); '
                                           "without --ray the jobs run in this process.") from None
     return ray
 

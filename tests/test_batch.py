@@ -123,7 +123,7 @@ def test_ray_without_ray_installed_is_a_clear_error(inputs, tmp_path, monkeypatc
     path = write_jobs(tmp_path / "jobs.jsonl", [job("a")])
     assert cli.main(["batch", str(path), "--out", str(tmp_path / "out"), "--ray", "local"]) == 2
     err = capsys.readouterr().err
-    assert "error: --ray needs Ray, which is not installed." in err and 'pip install "ray[default]"' in err
+    assert "error: --ray needs Ray, which is not installed." in err and 'pip install "ray>=2.9"' in err
     assert not (tmp_path / "out").exists()
 
 
