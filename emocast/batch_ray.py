@@ -24,8 +24,13 @@ def _init(ray, address: str, workers: int | None, verbose: bool) -> bool:
     quiet = {"logging_level": logging.INFO if verbose else logging.WARNING}
     if address == "local":
         ray.init(num_cpus=max(os.cpu_count() or 1, workers or 0), include_dashboard=False, **quiet)
-    else:  # ship this package's code so the workers run the same version (they need its requirements)
+        return True
+    try:  # ship this package's code so the workers run the same version (they need its requirements)
         ray.init(address=address, runtime_env={"py_modules": [str(Path(__file__).parent)]}, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise InputError(f"could not join the Ray cluster at {address!r}: {one_line(e)}",
+                         hint="Start one first (`ray start --head`, KubeRay, ...) and pass its address, 'auto' "
+                              "on one of its nodes, or use --ray local.") from None
     return True
 
 
@@ -84,7 +89,8 @@ def run_ray(jobs: list[Job], out_dir: Path, args, models_dir: str, report: Repor
                 row, data = ray.get(ref)
             except RayActorError as e:
                 _kill(ray, actor)
-                spawn()
+                if queue or attempt <= RETRIES:
+                    spawn()  # a new worker in its place, while there is work for it
                 if attempt <= RETRIES:
                     log.warning("batch: the worker running %s died (%s); retrying it on a new worker (attempt %d "
                                 "of %d)", job.name, one_line(e), attempt + 1, RETRIES + 1)
