@@ -25,6 +25,7 @@ def _init(ray, address: str, workers: int | None, verbose: bool) -> bool:
     if address == "local":
         ray.init(num_cpus=max(os.cpu_count() or 1, workers or 0), include_dashboard=False, **quiet)
         return True
+    _check_reachable(address)
     try:  # ship this package's code so the workers run the same version (they need its requirements)
         ray.init(address=address, runtime_env={"py_modules": [str(Path(__file__).parent)]}, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -32,6 +33,21 @@ def _init(ray, address: str, workers: int | None, verbose: bool) -> bool:
                          hint="Start one first (`ray start --head`, KubeRay, ...) and pass its address, 'auto' "
                               "on one of its nodes, or use --ray local.") from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on a host:port nobody listens on (Ray itself retries for many minutes)."""
+    import socket
+
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return  # 'auto', or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        raise InputError(f"could not join the Ray cluster at {address!r}: {e.strerror or e}.",
+                         hint="Start one first (`ray start --head`, KubeRay, ...) and pass its address, 'auto' "
+                              "on one of its nodes, or use --ray local.") from None
 
 
 def worker_count(ray, workers: int | None, gpus_per_worker: float, jobs: int) -> tuple[int, dict]:

@@ -116,6 +116,19 @@ def test_duplicate_names_and_default_names(inputs):
     assert [r["error"] for r in bad] == ["duplicate name 'same' (also line 5)."]
 
 
+def test_an_emotion_schedule_job_reads_its_file(inputs):
+    from emocast.batch import read_jobs
+    from emocast.emotion.schedule import EmotionSchedule
+
+    (inputs / "calm_then_angry.txt").write_text("0.0: A person is talking calmly.\n0.1 @1.5: Furious.\n")
+    schedule = {"image": "face.png", "audio": "speech.wav", "emotion_schedule": "calm_then_angry.txt"}
+    path = write_jobs(inputs / "schedule.jsonl", [{**schedule, "name": "s"},
+                                                  {**schedule, "name": "t", "emotion_schedule": "nope.txt"}])
+    jobs, bad = read_jobs(path, Namespace(**base_args()))
+    assert isinstance(jobs[0].emotion, EmotionSchedule) and len(jobs[0].emotion.keyframes) == 2
+    assert bad[0]["name"] == "t" and bad[0]["error"].startswith("emotion schedule file not found:")
+
+
 def test_ray_without_ray_installed_is_a_clear_error(inputs, tmp_path, monkeypatch, capsys):
     from emocast import cli
 
@@ -125,6 +138,19 @@ def test_ray_without_ray_installed_is_a_clear_error(inputs, tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert "error: --ray needs Ray, which is not installed." in err and 'pip install "ray>=2.9"' in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cluster_nobody_runs_is_a_clear_error_in_seconds(inputs, tmp_path, capsys):
+    pytest.importorskip("ray")
+    from emocast import cli
+
+    path = write_jobs(tmp_path / "jobs.jsonl", [job("a", image=str(inputs / "face.png"),
+                                                     audio=str(inputs / "speech.wav"))])
+    t0 = time.monotonic()
+    assert cli.main(["batch", str(path), "--out", str(tmp_path / "out"), "--models", str(tmp_path),
+                     "--ray", "127.0.0.1:1"]) == 2
+    assert "error: could not join the Ray cluster at '127.0.0.1:1': Connection refused." in capsys.readouterr().err
+    assert time.monotonic() - t0 < 30
 
 
 # --- in this process: the models loaded once, the frames of `generate`, Ctrl-C, resume ---------------------------
