@@ -171,7 +171,7 @@ class Worker:
             device, _ = self._models(self.base.dtype)
         except EmoCASTError as e:
             return {"error": e.message, "hint": e.hint, "kind": type(e).__name__}
-        return {"worker": self.name, "device": str(device)}
+        return {"worker": self.name, "device": _describe(device)}
 
     def run(self, job: Job, out: Path, attempt: int = 1) -> dict:
         """Render `job` to `out`; the report row (a bad job is an error row, never an exception)."""
@@ -186,7 +186,7 @@ class Worker:
             log.debug("job %s failed", job.name, exc_info=True)
             row = _row(job.name, job.line, "error", one_line(e))
             _free_cuda(e)
-        row.update(seconds=round(time.perf_counter() - t0, 3), device=str(device) if device else None,
+        row.update(seconds=round(time.perf_counter() - t0, 3), device=_describe(device) if device else None,
                    worker=self.name, attempts=attempt)
         return row
 
@@ -204,6 +204,16 @@ class Worker:
             out = Path(tmp) / "out.mp4"
             row = self.run(replace(job, args=args), out, attempt)
             return row, out.read_bytes() if row["status"] == "ok" else None
+
+
+def _describe(device) -> str:
+    """'cpu', or 'cuda:0 (NVIDIA H200)': which card of the node (Ray numbers each worker's GPUs from 0)."""
+    if device.type != "cuda":
+        return str(device)
+    import torch
+
+    index = torch.cuda.current_device() if device.index is None else device.index
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def _free_cuda(e: Exception) -> None:

@@ -186,15 +186,17 @@ def test_in_process_batch_interrupted_resumed_and_equal_to_generate(inputs, mode
     assert rows["second"]["frames"] == 5 and rows["second"]["device"] == "cpu" and rows["second"]["attempts"] == 1
     assert sorted(p.name for p in out.iterdir()) == ["first.mp4", "report.jsonl", "second.mp4"]
 
-    # the frames `generate` makes for the same job and seed (same process, same kernels: the same pixels)
+    # the frames `generate` makes for the same job and seed. Not compared bit for bit: two `generate` runs of one
+    # job in one process differ by up to ~40 levels in a frame or two here (mean 0.3-0.6; the sampler's own
+    # output repeats exactly), while another seed differs by ~55 on average.
     single = tmp_path / "single.mp4"
     assert cli.main(["generate", "--image", str(inputs / "face.png"), "--audio", str(inputs / "speech.wav"),
                      "--prompt", job("x")["prompt"], "--models", str(models), "--out", str(single),
                      "--seed", "7", *FAST]) == 0
     a, b = frames(out / "second.mp4"), frames(single)
     assert a.shape == (5, 64, 64, 3) and a.std() > 10
-    assert np.array_equal(a, b)
-    assert not np.array_equal(a, frames(out / "first.mp4"))  # another seed, other frames
+    same, other = np.abs(a.astype(int) - b).mean(), np.abs(a.astype(int) - frames(out / "first.mp4")).mean()
+    assert same < 2 and other > 20, (same, other)
 
 
 # --- on a local Ray cluster: 2 workers, a bad job, a worker killed mid-job, then resume --------------------------
