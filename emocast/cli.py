@@ -2,6 +2,7 @@
 
     python -m emocast demo [--out demo.mp4] [--export-models DIR]
     python -m emocast generate --image I --audio A --prompt P [--models DIR] --out OUT.mp4
+    python -m emocast batch JOBS.jsonl --out DIR [--models DIR] [--ray local|auto|ADDRESS]
     python -m emocast verify-checkpoint PATH
     python -m emocast convert-checkpoint net.pth --out emocast_fp16.safetensors [--dtype fp16]
     python -m emocast download-models [--models DIR] [--only net,vae,clip,wav2vec2,insightface,landmarker]
@@ -40,6 +41,25 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="torch device (auto: cuda when available)")
 
 
+def _add_face_args(p) -> None:
+    p.add_argument("--no-paste-back", action="store_true", help="write the square crop instead of the full image")
+    p.add_argument("--face-index", type=int, default=None, help="which face when there are several (0 = leftmost; "
+                                                                "default: the largest)")
+    p.add_argument("--no-face", choices=("error", "whole image"), default="error",
+                   help="what to do when no face is found (default: error)")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    m = p.add_argument_group("model files (default: the preferred file of each models sub-folder)")
+    m.add_argument("--checkpoint", help="EmoCAST net (models/emocast/)")
+    m.add_argument("--vae", help="SD VAE (models/vae/)")
+    m.add_argument("--clip", help="CLIP ViT-L/14 text encoder (models/text_encoders/)")
+    m.add_argument("--wav2vec2", help="wav2vec2-base-960h (models/audio_encoders/)")
+    m.add_argument("--landmarker", default="auto",
+                   choices=("auto", "mediapipe tasks", "mediapipe face mesh", "insightface 2d106"),
+                   help="face landmarks for the masks (auto: mediapipe when available)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m emocast", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
@@ -61,19 +81,25 @@ def build_parser() -> argparse.ArgumentParser:
                      help="emotion keyframes, one per line: '<seconds> [@intensity]: <prompt>'")
     p.add_argument("--models", default=None, help="ComfyUI-style models folder (default: ComfyUI's, when found)")
     p.add_argument("--out", required=True, help="output MP4")
-    p.add_argument("--no-paste-back", action="store_true", help="write the square crop instead of the full image")
-    p.add_argument("--face-index", type=int, default=None, help="which face when there are several (0 = leftmost; "
-                                                                "default: the largest)")
-    p.add_argument("--no-face", choices=("error", "whole image"), default="error",
-                   help="what to do when no face is found (default: error)")
-    m = p.add_argument_group("model files (default: the preferred file of each models sub-folder)")
-    m.add_argument("--checkpoint", help="EmoCAST net (models/emocast/)")
-    m.add_argument("--vae", help="SD VAE (models/vae/)")
-    m.add_argument("--clip", help="CLIP ViT-L/14 text encoder (models/text_encoders/)")
-    m.add_argument("--wav2vec2", help="wav2vec2-base-960h (models/audio_encoders/)")
-    m.add_argument("--landmarker", default="auto",
-                   choices=("auto", "mediapipe tasks", "mediapipe face mesh", "insightface 2d106"),
-                   help="face landmarks for the masks (auto: mediapipe when available)")
+    _add_face_args(p)
+    _add_model_args(p)
+    _add_sampling_args(p)
+
+    p = sub.add_parser("batch", help="many videos from a JSONL of jobs, resumable, in this process or on a Ray "
+                                     "cluster (--ray)")
+    p.add_argument("jobs", help="JSONL file: one job a line (image, audio, prompt or emotion_schedule, optional "
+                                "name and generate settings); relative paths are from the file's folder")
+    p.add_argument("--out", required=True, help="output folder: <name>.mp4 per job and report.jsonl")
+    p.add_argument("--models", default=None, help="ComfyUI-style models folder (default: ComfyUI's, when found)")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run on Ray: 'local' starts a local cluster, 'auto' or host:port joins one")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Ray workers, each loading the models once (default: one per GPU, else one per CPU)")
+    p.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs per Ray worker (default 1; 0.5 "
+                                                                        "puts two workers on a GPU)")
+    g = p.add_argument_group("job defaults (a job's own keys win)")
+    _add_face_args(g)
+    _add_model_args(p)
     _add_sampling_args(p)
 
     p = sub.add_parser("verify-checkpoint", help="check that a file has the EmoCAST net.pth layout (exit 0 if so)")

@@ -58,40 +58,64 @@ def demo(args):
 def generate(args):
     """Portrait + speech + emotion -> MP4, every model read from a ComfyUI-style models folder."""
     import time
+
+    t0 = time.perf_counter()
+    models_dir = models_folder(args.models)
+    emotion = job_emotion(args)
+    device, dtype = _device_dtype(args.device, args.dtype)
+    info = render(load_models(models_dir, args, device, dtype), args, emotion, args.out)
+    _report(info, t0)
+    return 0
+
+
+def models_folder(models):
+    """The models folder: `models` or ComfyUI's, checked to exist."""
     from pathlib import Path
 
     from . import model_files as mf
-    from .emotion.schedule import parse_schedule
-    from .emotion.text import load_text_encoder
     from .errors import InputError
+
+    models_dir = Path(models) if models else mf.comfyui_models_dir()
+    if models_dir is None or not models_dir.is_dir():
+        raise InputError(f"models folder not found: {models or '(none given, no ComfyUI models folder found)'}.",
+                         hint="Pass --models DIR (a folder with emocast/, vae/, text_encoders/, audio_encoders/, "
+                              "insightface/ sub-folders) or set COMFYUI_MODELS.")
+    return models_dir
+
+
+def job_emotion(args):
+    """Check the image and audio files exist; the prompt, or the parsed emotion schedule file."""
+    from pathlib import Path
+
+    from .emotion.schedule import parse_schedule
+    from .errors import InputError
+
+    for p, what in ((args.image, "image"), (args.audio, "audio")):
+        if not Path(p).is_file():
+            raise InputError(f"{what} file not found: {p}")
+    if not args.emotion_schedule:
+        return args.prompt
+    path = Path(args.emotion_schedule)
+    if not path.is_file():
+        raise InputError(f"emotion schedule file not found: {path}")
+    return parse_schedule(path.read_text())
+
+
+def load_models(models_dir, args, device, dtype):
+    """Every model from a models folder (args: checkpoint, vae, clip, wav2vec2, landmarker choices) -> run.Models."""
+    from . import model_files as mf
+    from .emotion.text import load_text_encoder
     from .models.checkpoint import load_net
     from .models.vae import load_vae
     from .preprocess.face import FaceAnalyser
     from .preprocess.landmarks import load_landmarker
     from .preprocess.wav2vec2 import load_wav2vec2
-    from .run import Models, generate_video
+    from .run import Models
 
-    t0 = time.perf_counter()
-    models_dir = Path(args.models) if args.models else mf.comfyui_models_dir()
-    if models_dir is None or not models_dir.is_dir():
-        raise InputError(f"models folder not found: {args.models or '(none given, no ComfyUI models folder found)'}.",
-                         hint="Pass --models DIR (a folder with emocast/, vae/, text_encoders/, audio_encoders/, "
-                              "insightface/ sub-folders) or set COMFYUI_MODELS.")
-    for p, what in ((args.image, "image"), (args.audio, "audio")):
-        if not Path(p).is_file():
-            raise InputError(f"{what} file not found: {p}")
-    emotion = args.prompt
-    if args.emotion_schedule:
-        path = Path(args.emotion_schedule)
-        if not path.is_file():
-            raise InputError(f"emotion schedule file not found: {path}")
-        emotion = parse_schedule(path.read_text())
-    device, dtype = _device_dtype(args.device, args.dtype)
     net = load_net(mf.find_model(models_dir, mf.EMOCAST, args.checkpoint), dtype=dtype, device=device)
-    size = args.size or 512
     analyser = FaceAnalyser(models_dir / mf.INSIGHTFACE.key)
     tasks = mf.candidates(models_dir, mf.LANDMARKER)
-    models = Models(
+    return Models(
         net=net,
         vae=load_vae(mf.find_model(models_dir, mf.VAE, args.vae), dtype=dtype, device=device),
         text=load_text_encoder(mf.find_model(models_dir, mf.CLIP, args.clip), device=device),
@@ -99,10 +123,22 @@ def generate(args):
         analyser=analyser,
         landmarker=load_landmarker(args.landmarker, task_file=tasks[0] if tasks else None, analyser=analyser),
     )
-    info = generate_video(models, args.image, args.audio, emotion, args.out, _settings(args), size=size,
-                          paste_back=not args.no_paste_back, face_index=args.face_index, no_face=args.no_face)
-    _report(info, t0)
-    return 0
+
+
+def render(models, args, emotion, out, progress=None):
+    """One video with loaded models: the generate settings in `args` (shared by generate and batch)."""
+    from .run import generate_video
+
+    return generate_video(models, args.image, args.audio, emotion, out, _settings(args), size=args.size or 512,
+                          paste_back=not args.no_paste_back, face_index=args.face_index, no_face=args.no_face,
+                          progress=progress)
+
+
+def batch(args):
+    """Many jobs (JSONL) -> DIR/<name>.mp4 + DIR/report.jsonl, in this process or on a Ray cluster."""
+    from .batch import run_batch
+
+    return run_batch(args)
 
 
 def verify_checkpoint(args):
