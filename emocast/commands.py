@@ -62,13 +62,13 @@ def generate(args):
 
     from . import model_files as mf
     from .emotion.schedule import parse_schedule
-    from .emotion.text import load_text_encoder
+    from .models.clip_text import load_text_encoder
     from .errors import InputError
     from .models.checkpoint import load_net
     from .models.vae import load_vae
     from .preprocess.face import FaceAnalyser
     from .preprocess.landmarks import load_landmarker
-    from .preprocess.wav2vec2 import load_wav2vec2
+    from .models.wav2vec2 import load_wav2vec2
     from .run import Models, generate_video
 
     t0 = time.perf_counter()

@@ -55,7 +55,7 @@ def generate_video(models: Models, image, audio, emotion, out: str | Path, setti
     from .preprocess import crop
     from .preprocess.audio import fit_audio, load_speech
     from .preprocess.face import CROP_MARGIN, prepare_face
-    from .preprocess.wav2vec2 import extract_features
+    from .models.wav2vec2 import extract_features
     from .video import write_mp4
 
     if isinstance(image, (str, Path)):

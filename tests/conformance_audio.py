@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import save_file
 
 from emocast.demo.tiny import tiny_state_dict
-from emocast.preprocess.audio import load_speech
-from emocast.preprocess.wav2vec2 import Windowing, extract_features, load_wav2vec2, stack_neighbours
+from emocast.models.wav2vec2 import Windowing, extract_features, load_wav2vec2
+from emocast.preprocess.audio import load_speech, stack_neighbours
 
 TOL_EMB = 1e-4
 

@@ -82,7 +82,7 @@ def test_vae_of_another_shape_is_named_not_a_state_dict_dump(tmp_path):
     other = AutoencoderKL(**{**cfg, "latent_channels": 16})
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "vae.safetensors"))
     (tmp_path / "vae.json").write_text(json.dumps(cfg))  # the shapes the loader expects: 4 latent channels
-    with pytest.raises(CheckpointError, match="does not have sd-vae-ft-mse's shapes") as e:
+    with pytest.raises(CheckpointError, match="does not have the SD VAE layout") as e:
         load_vae(tmp_path / "vae.safetensors")
     assert "encoder.conv_out.weight [32, 64, 3, 3] in the file, [8, 64, 3, 3] expected" in str(e.value)
     assert "Flux" in e.value.hint

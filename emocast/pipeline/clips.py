@@ -19,7 +19,7 @@ import torch
 from ..conditioning import AudioFeatures, EmotionConditioning, FaceConditioning, SamplingSettings
 from ..errors import Cancelled, InputError
 from ..models.net import EmoCASTNet
-from ..preprocess.wav2vec2 import stack_neighbours
+from ..preprocess.audio import stack_neighbours
 from .sampler import ClipInputs, sample_clip
 from .scheduler import DDIMZeroSNR
 

@@ -4,7 +4,7 @@ Resampling uses soxr at "HQ" through `librosa.resample(res_type="soxr_hq")`: the
 authors' `librosa.load(path, sr=16000)` makes, so a 44.1 / 48 kHz input gives the samples their
 code saw (mono mix first, as `librosa.to_mono`, then resample). Files are read with soundfile
 (wav, flac, ogg, mp3: librosa's first choice too) and, failing that, decoded with PyAV's bundled
-FFmpeg (m4a / aac, opus, video files, ...). Features live in `preprocess/wav2vec2.py`.
+FFmpeg (m4a / aac, opus, video files, ...). Features live in `models/wav2vec2.py`.
 """
 from __future__ import annotations
 
@@ -224,3 +224,17 @@ def frame_count(num_samples: int, sample_rate: int = SAMPLE_RATE, fps: float = F
 
 def _name(source: AudioSource) -> str:
     return "the AUDIO input" if isinstance(source, dict) else f"the audio file {Path(source).name}"
+
+
+def stack_neighbours(features: torch.Tensor, start: int = 0, stop: int | None = None,
+                     radius: int = 2) -> torch.Tensor:
+    """[T, L, D] -> [stop-start, 2*radius+1, L, D]: frames i-2..i+2 per frame i, clamped to [0, T-1].
+
+    The clamp uses the whole sequence, so calling it per clip equals slicing the full result.
+    """
+    total = features.shape[0]
+    stop = total if stop is None else stop
+    if not 0 <= start <= stop <= total:
+        raise InputError(f"frame range [{start}, {stop}) is outside the {total} audio frames.")
+    idx = (torch.arange(start, stop)[:, None] + torch.arange(-radius, radius + 1)[None]).clamp(0, total - 1)
+    return features[idx.to(features.device)]
