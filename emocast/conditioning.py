@@ -11,10 +11,7 @@ from typing import Optional
 
 import torch
 
-#: Video frame rate the model was trained at (wav2vec2 features are resampled to it).
-FPS = 25
-#: Mask pyramid names, in the order of the audio module's branches (pose / face / lip weights).
-MASK_NAMES = ("full", "face", "lip")
+from .constants import FPS, MASK_NAMES  # noqa: F401 (re-exported: most modules import them from here)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..conditioning import FPS
+from ..constants import FPS
 from ..errors import InputError
 
 log = logging.getLogger("EmoCAST")
