@@ -1,4 +1,4 @@
-"""Conformance runner for AUDIO-kind cases (wav -> wav2vec2 features, FACTS 31 and 4).
+"""Conformance runner for AUDIO-kind cases (wav -> wav2vec2 features, docs/authors_behaviours.md#b31, #b4).
 
 `run_case(case_dir)` reads everything from the case (case.json inputs: wav, fps, clip_lengths;
 the config folder; one golden/clip_length_<n>/ per clip length), builds the tiny wav2vec2 from

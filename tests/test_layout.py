@@ -96,3 +96,20 @@ def test_the_import_graph_finds_circles():
 
 def test_no_import_circle_in_the_library():
     assert cycles(import_graph()) == []
+
+
+def test_behaviour_references_point_at_existing_entries_and_no_outside_document_is_cited():
+    import re
+
+    doc = (ROOT / "docs" / "authors_behaviours.md").read_text()
+    anchors = set(re.findall(r'<a id="(b\d+)"></a>', doc))
+    assert anchors == {f"b{i}" for i in range(1, 33)}
+    cited, stale = set(), []
+    for path in [*(ROOT / "emocast").rglob("*.py"), *(ROOT / "nodes").rglob("*.py"), *(ROOT / "tests").glob("*.py")]:
+        text = path.read_text()
+        for ref in re.findall(r"authors_behaviours\.md(?:#(b\d+)| (B\d+)-(B\d+))", text):
+            cited |= {ref[0]} if ref[0] else {f"b{i}" for i in range(int(ref[1][1:]), int(ref[2][1:]) + 1)}
+        cited |= {f"b{n}" for n in re.findall(r"authors_behaviours\.md#b\d+(?:, #b(\d+))+", text)}
+        if re.search(r"\bFACTS? \d", text) and path.name != "test_layout.py":
+            stale.append(path.name)
+    assert stale == [] and cited and cited <= anchors

@@ -43,7 +43,7 @@ def test_config_rejects_a_non_sd15_unet():
 
 
 def test_audio_module_widths_follow_the_block_input(fixtures):
-    """FACT 24: the audio modules' inner width is the level's input width."""
+    """docs/authors_behaviours.md#b24: the audio modules' inner width is the level's input width."""
     net = EmoCASTNet.build(UNetConfig.sd15())
     inner = {name: m.proj_in.out_channels for name, m in net.denoising_unet.named_modules()
              if isinstance(m, EmotiveAudioModule)}
@@ -55,7 +55,8 @@ def test_audio_module_widths_follow_the_block_input(fixtures):
 
 
 def test_motion_modules_run_only_where_the_authors_ran_them(tiny_case, monkeypatch):
-    """FACT 20: the authors' trace counts the motion-module calls; levels without attention run none."""
+    """docs/authors_behaviours.md#b20: the authors' trace counts the motion-module calls; levels without
+    attention run none."""
     expected = tiny_case.trace["motion_module_forward_calls"]
     calls = {name: 0 for name in expected}
     for name in expected:

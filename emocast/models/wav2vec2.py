@@ -1,5 +1,5 @@
 """wav2vec2 (the network, its loader) and its speech features at the video frame rate, as the authors
-compute them (FACTS 31, 4).
+compute them (docs/authors_behaviours.md#b31, #b4).
 
 Per signal: zero-mean / unit-variance normalisation (eps 1e-7, float32), zero-padding of the
 normalised signal to whole clips, the conv feature extractor (~50 Hz), linear interpolation

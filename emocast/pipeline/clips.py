@@ -1,5 +1,5 @@
 """The clip loop: any audio length in clips of N frames, each seeded by the last two frames of the
-previous clip (FACTS 1-5).
+previous clip (docs/authors_behaviours.md B1-B5).
 
 - One CPU random generator for the whole video: clip k's initial noise is the (k+1)-th draw.
 - Clip 0's motion frames are the source image itself; clip k > 0 uses the last two decoded,
