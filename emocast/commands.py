@@ -61,15 +61,18 @@ def generate(args):
     from pathlib import Path
 
     from . import model_files as mf
-    from .emotion.schedule import parse_schedule
-    from .models.clip_text import load_text_encoder
+    from .emotion.schedule import EmotionSchedule, KeyframeSpec, parse_schedule
     from .errors import InputError
     from .models.checkpoint import load_net
+    from .models.clip_text import load_text_encoder
     from .models.vae import load_vae
+    from .models.wav2vec2 import load_wav2vec2
+    from .preprocess.audio import load_speech
+    from .preprocess.crop import check_model_size, open_image
     from .preprocess.face import FaceAnalyser
     from .preprocess.landmarks import load_landmarker
-    from .models.wav2vec2 import load_wav2vec2
     from .run import Models, generate_video
+    from .video import prepare_output
 
     t0 = time.perf_counter()
     models_dir = Path(args.models) if args.models else mf.comfyui_models_dir()
@@ -79,16 +82,21 @@ def generate(args):
                               "insightface/ sub-folders) or set COMFYUI_MODELS.")
     for p, what in ((args.image, "image"), (args.audio, "audio")):
         if not Path(p).is_file():
-            raise InputError(f"{what} file not found: {p}")
+            raise InputError(f"{what} file not found: {p}", hint=f"Check the --{what} path.")
     emotion = args.prompt
     if args.emotion_schedule:
         path = Path(args.emotion_schedule)
         if not path.is_file():
-            raise InputError(f"emotion schedule file not found: {path}")
+            raise InputError(f"emotion schedule file not found: {path}", hint="Check the --emotion-schedule path.")
         emotion = parse_schedule(path.read_text())
+    else:
+        EmotionSchedule((KeyframeSpec(0.0, emotion),), transition_s=0.0)  # checks the prompt
+    # every input and setting is checked before minutes of model loading (docs/reliability.md)
+    settings, size = _settings(args), args.size or 512
+    check_model_size(size)
+    image, speech, out = open_image(args.image), load_speech(args.audio), prepare_output(args.out)
     device, dtype = _device_dtype(args.device, args.dtype)
     net = load_net(mf.find_model(models_dir, mf.EMOCAST, args.checkpoint), dtype=dtype, device=device)
-    size = args.size or 512
     analyser = FaceAnalyser(models_dir / mf.INSIGHTFACE.key)
     tasks = mf.candidates(models_dir, mf.LANDMARKER)
     models = Models(
@@ -99,7 +107,7 @@ def generate(args):
         analyser=analyser,
         landmarker=load_landmarker(args.landmarker, task_file=tasks[0] if tasks else None, analyser=analyser),
     )
-    info = generate_video(models, args.image, args.audio, emotion, args.out, _settings(args), size=size,
+    info = generate_video(models, image, speech, emotion, out, settings, size=size,
                           paste_back=not args.no_paste_back, face_index=args.face_index, no_face=args.no_face)
     _report(info, t0)
     return 0

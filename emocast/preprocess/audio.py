@@ -30,7 +30,7 @@ SILENCE_PEAK = 1e-4
 #: The vocal-isolation model the authors use (MDX-Net, through the audio-separator package).
 VOCALS_MODEL = "Kim_Vocal_2.onnx"
 
-AudioSource = Union[str, Path, dict]
+AudioSource = Union[str, Path, dict, "Speech"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,8 @@ def load_speech(source: AudioSource, *, vocals_model: str | Path | None = None) 
     vocals_model: path to an audio-separator model (the authors use Kim_Vocal_2.onnx) to isolate
     the voice from music / noise first; None (default) uses the audio as it is.
     """
+    if isinstance(source, Speech) and source.sample_rate == SAMPLE_RATE and not vocals_model:
+        return source  # already loaded and checked
     audio = separate_vocals(source, vocals_model) if vocals_model else as_comfy_audio(source)
     wave, sr = audio["waveform"][0].numpy(), audio["sample_rate"]
     mono = np.ascontiguousarray(np.mean(wave, axis=0, dtype=np.float32))  # librosa.to_mono
@@ -75,6 +77,8 @@ def as_comfy_audio(source: AudioSource) -> dict:
 
     The waveform is [1, C, N] float32 on the CPU; of a batch B > 1 only the first item is kept.
     """
+    if isinstance(source, Speech):
+        return source.to_comfy()
     if isinstance(source, dict):
         return _checked_dict(source)
     wave, sr = decode_audio(source)
