@@ -318,3 +318,14 @@ def test_twenty_runs_keep_memory_flat_and_give_the_same_frames(tiny_case):
     assert torch.equal(again, first)
     warm = rss[4]  # allocator caches settle over the first runs
     assert max(rss[4:]) <= warm * 1.03, rss
+
+
+def test_a_failed_weights_export_leaves_no_file(tmp_path):
+    from emocast.weights import save_weights
+
+    shared = torch.zeros(4)
+    with pytest.raises(RuntimeError, match="share memory"):  # safetensors refuses aliased tensors mid-write
+        save_weights({"a": shared, "b": shared}, tmp_path / "w.safetensors")
+    assert list(tmp_path.iterdir()) == []
+    save_weights({"a": torch.ones(2)}, tmp_path / "w.safetensors")
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
