@@ -100,12 +100,15 @@ def test_a_huge_photo_with_a_small_face_is_cropped_around_the_face(tmp_path):
     from emocast.preprocess.landmarks import Insightface106Landmarker
 
     rgb = np.asarray(Image.open(PORTRAIT).convert("RGB"))
-    photo = np.full((3000, 4000, 3), 200, np.uint8)
-    photo[2000:2800, 2900:3700] = cv2.resize(rgb, (800, 800))
+    photo = np.full((3000, 4000, 3), 200, np.uint8)  # 12 megapixels, the face about 400x500 px of it
+    photo[1600:, 2600:] = cv2.resize(rgb, (1400, 1400))
     analyser = F.FaceAnalyser(write_tiny_insightface(tmp_path / "insightface"), det_size=640)
+    (face,) = analyser.detect(photo)
+    x0, y0, x1, y1 = face.bbox
     fc = F.prepare_face(photo, analyser, Insightface106Landmarker(analyser), size=128)
     assert fc.source.shape == (3000, 4000, 3) and fc.pixels.shape == (3, 128, 128)
-    assert 2900 - 400 < fc.crop.x0 and fc.crop.x1 < 3700 + 400 and fc.crop.side < 1200  # around the face
+    box = fc.crop
+    assert box.x0 <= x0 and box.y0 <= y0 and x1 <= box.x1 and y1 <= box.y1 and box.side < 1600  # around the face
 
 
 # ---------------------------------------------------------------------------------------------- audio
