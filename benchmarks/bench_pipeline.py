@@ -87,7 +87,7 @@ def worker_tiny(args) -> dict:
     import conformance_pipeline as cp
 
     from emocast.demo.tiny import tiny_net, tiny_vae, write_tiny_text_encoder
-    from emocast.emotion.text import load_text_encoder
+    from emocast.models.clip_text import load_text_encoder
 
     case = ROOT / "tests/fixtures/cases/PUBLIC"
     params = json.loads((case / "case.json").read_text())["params"]

@@ -56,14 +56,24 @@ def demo(args):
 
 
 def generate(args):
-    """Portrait + speech + emotion -> MP4, every model read from a ComfyUI-style models folder."""
+    """Portrait + speech + emotion -> MP4, every model read from a ComfyUI-style models folder.
+
+    Every input and setting is checked before minutes of model loading (docs/reliability.md).
+    """
     import time
+
+    from .preprocess.audio import load_speech
+    from .preprocess.crop import check_model_size, open_image
+    from .video import prepare_output
 
     t0 = time.perf_counter()
     models_dir = models_folder(args.models)
     emotion = job_emotion(args)
+    _settings(args)
+    check_model_size(args.size or 512)
+    image, speech, out = open_image(args.image), load_speech(args.audio), prepare_output(args.out)
     device, dtype = _device_dtype(args.device, args.dtype)
-    info = render(load_models(models_dir, args, device, dtype), args, emotion, args.out)
+    info = render(load_models(models_dir, args, device, dtype), args, emotion, out, image=image, speech=speech)
     _report(info, t0)
     return 0
 
@@ -84,32 +94,33 @@ def models_folder(models):
 
 
 def job_emotion(args):
-    """Check the image and audio files exist; the prompt, or the parsed emotion schedule file."""
+    """Check the image and audio files exist; the prompt (checked), or the parsed emotion schedule file."""
     from pathlib import Path
 
-    from .emotion.schedule import parse_schedule
+    from .emotion.schedule import EmotionSchedule, KeyframeSpec, parse_schedule
     from .errors import InputError
 
     for p, what in ((args.image, "image"), (args.audio, "audio")):
         if not Path(p).is_file():
-            raise InputError(f"{what} file not found: {p}")
+            raise InputError(f"{what} file not found: {p}", hint=f"Check the --{what} path.")
     if not args.emotion_schedule:
+        EmotionSchedule((KeyframeSpec(0.0, args.prompt),), transition_s=0.0)  # checks the prompt
         return args.prompt
     path = Path(args.emotion_schedule)
     if not path.is_file():
-        raise InputError(f"emotion schedule file not found: {path}")
+        raise InputError(f"emotion schedule file not found: {path}", hint="Check the --emotion-schedule path.")
     return parse_schedule(path.read_text())
 
 
 def load_models(models_dir, args, device, dtype):
     """Every model from a models folder (args: checkpoint, vae, clip, wav2vec2, landmarker choices) -> run.Models."""
     from . import model_files as mf
-    from .emotion.text import load_text_encoder
     from .models.checkpoint import load_net
+    from .models.clip_text import load_text_encoder
     from .models.vae import load_vae
+    from .models.wav2vec2 import load_wav2vec2
     from .preprocess.face import FaceAnalyser
     from .preprocess.landmarks import load_landmarker
-    from .preprocess.wav2vec2 import load_wav2vec2
     from .run import Models
 
     net = load_net(mf.find_model(models_dir, mf.EMOCAST, args.checkpoint), dtype=dtype, device=device)
@@ -125,11 +136,13 @@ def load_models(models_dir, args, device, dtype):
     )
 
 
-def render(models, args, emotion, out, progress=None):
-    """One video with loaded models: the generate settings in `args` (shared by generate and batch)."""
+def render(models, args, emotion, out, progress=None, image=None, speech=None):
+    """One video with loaded models: the generate settings in `args` (shared by generate and batch);
+    `image` / `speech` when already opened, else read from args.image / args.audio."""
     from .run import generate_video
 
-    return generate_video(models, args.image, args.audio, emotion, out, _settings(args), size=args.size or 512,
+    return generate_video(models, args.image if image is None else image,
+                          args.audio if speech is None else speech, emotion, out, _settings(args), size=args.size or 512,
                           paste_back=not args.no_paste_back, face_index=args.face_index, no_face=args.no_face,
                           progress=progress)
 

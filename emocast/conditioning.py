@@ -11,10 +11,7 @@ from typing import Optional
 
 import torch
 
-#: Video frame rate the model was trained at (wav2vec2 features are resampled to it).
-FPS = 25
-#: Mask pyramid names, in the order of the audio module's branches (pose / face / lip weights).
-MASK_NAMES = ("full", "face", "lip")
+from .constants import FPS, MASK_NAMES  # noqa: F401 (re-exported: most modules import them from here)
 
 
 @dataclass(frozen=True)
@@ -106,11 +103,14 @@ class SamplingSettings:
         from .errors import ConfigError
 
         if self.steps < 1:
-            raise ConfigError(f"steps must be at least 1, got {self.steps}.")
+            raise ConfigError(f"steps must be at least 1, got {self.steps}.",
+                              hint="40 is the authors' default; fewer is faster and rougher.")
         if self.cfg_scale < 0:
-            raise ConfigError(f"cfg_scale must be >= 0, got {self.cfg_scale}.")
+            raise ConfigError(f"cfg_scale must be >= 0, got {self.cfg_scale}.",
+                              hint="3.5 is the authors' default; 1 or less turns guidance off.")
         if self.clip_length < 1:
-            raise ConfigError(f"clip_length must be at least 1, got {self.clip_length}.")
+            raise ConfigError(f"clip_length must be at least 1, got {self.clip_length}.",
+                              hint="16 is what the model was trained with.")
         if self.clip_length + self.motion_frames > 32:
             raise ConfigError(
                 f"clip_length {self.clip_length} + motion_frames {self.motion_frames} exceeds the 32 "
@@ -118,7 +118,8 @@ class SamplingSettings:
                 hint="Use clip_length <= 30 (16 is what the model was trained with).",
             )
         if self.vae_batch < 1:
-            raise ConfigError(f"vae_batch must be at least 1, got {self.vae_batch}.")
+            raise ConfigError(f"vae_batch must be at least 1, got {self.vae_batch}.",
+                              hint="1 decodes frame by frame (the authors' exact frames).")
 
     @property
     def motion_scale(self) -> tuple[float, float, float]:

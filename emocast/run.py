@@ -50,16 +50,14 @@ def generate_video(models: Models, image, audio, emotion, out: str | Path, setti
     image: path / PIL image / array; audio: path or ComfyUI AUDIO dict; emotion: a prompt, or an
     EmotionSchedule (emocast.emotion.schedule.parse_schedule).
     """
-    from PIL import Image
-
     from .preprocess import crop
     from .preprocess.audio import fit_audio, load_speech
     from .preprocess.face import CROP_MARGIN, prepare_face
-    from .preprocess.wav2vec2 import extract_features
+    from .models.wav2vec2 import extract_features
     from .video import write_mp4
 
     if isinstance(image, (str, Path)):
-        image = Image.open(image)
+        image = crop.open_image(image)
     face = prepare_face(image, models.analyser, models.landmarker, size=size,
                         crop_margin=CROP_MARGIN if crop_margin is None else crop_margin, face_index=face_index,
                         no_face=no_face)

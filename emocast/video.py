@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -58,6 +59,21 @@ def to_uint8(frames: Frames) -> np.ndarray:
     return np.clip(frames * 255, 0, 255).astype(np.uint8)
 
 
+def prepare_output(path: str | Path) -> Path:
+    """The output path with its folder created; InputError now when it cannot be written (not after a long run)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"the output {path} is a folder.", hint="Give a file name ending in .mp4.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".probe"):
+            pass
+    except OSError as e:
+        raise InputError(f"cannot write the output {path}: {e.strerror or e}.",
+                         hint="Choose an output path in a folder you can write to.") from None
+    return path
+
+
 def write_mp4(
     path: str | Path,
     frames: Frames | Iterable[Frames],
@@ -81,8 +97,7 @@ def write_mp4(
         raise InputError(f"crf must be in 0..51, got {crf}.")
     if fps <= 0:
         raise InputError(f"fps must be > 0, got {fps}.")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = prepare_output(path)
     batches = [frames] if isinstance(frames, (torch.Tensor, np.ndarray)) else frames
     wave, sr = _audio(audio)
     rate = Fraction(fps).limit_denominator(1001)

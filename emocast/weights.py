@@ -357,7 +357,12 @@ def save_weights(sd: dict[str, torch.Tensor], path: str | Path, config: dict | N
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    tmp = path.with_name(path.name + ".partial")  # renamed when complete: no half-written weights file
+    try:
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     if config is not None:
         sidecar(path).write_text(json.dumps(config, indent=1))
     return path

@@ -46,7 +46,7 @@ class LoadAudioEncoder:
     def load(self, wav2vec2, download_if_missing=False):
         import torch
 
-        from ..emocast.preprocess.wav2vec2 import load_wav2vec2
+        from ..emocast.models.wav2vec2 import load_wav2vec2
 
         encoder = load_wav2vec2(host.resolve_file(model_files.WAV2VEC2, wav2vec2, download_if_missing), device=host.offload_device())
         return (host.ManagedModel(encoder, host.manage(encoder.model), torch.float32, wav2vec2),)
@@ -78,7 +78,7 @@ class EncodeAudio:
 
     def encode(self, audio, audio_encoder, frames_per_clip):
         from ..emocast.preprocess.audio import fit_audio, load_speech
-        from ..emocast.preprocess.wav2vec2 import extract_features
+        from ..emocast.models.wav2vec2 import extract_features
 
         SamplingSettings(clip_length=frames_per_clip)  # validates the clip length with the sampler's own rule
         speech = load_speech(audio)

@@ -30,7 +30,7 @@ class LoadTextEncoder:
         }, "optional": host.download_input()}
 
     def load(self, clip_name, download_if_missing=False):
-        from ..emocast.emotion.text import load_text_encoder
+        from ..emocast.models.clip_text import load_text_encoder
 
         return (load_text_encoder(host.resolve_file(model_files.CLIP, clip_name, download_if_missing)),)
 

@@ -1,4 +1,4 @@
-"""Conformance runner for AUDIO-kind cases (wav -> wav2vec2 features, FACTS 31 and 4).
+"""Conformance runner for AUDIO-kind cases (wav -> wav2vec2 features, docs/authors_behaviours.md#b31, #b4).
 
 `run_case(case_dir)` reads everything from the case (case.json inputs: wav, fps, clip_lengths;
 the config folder; one golden/clip_length_<n>/ per clip length), builds the tiny wav2vec2 from
@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import save_file
 
 from emocast.demo.tiny import tiny_state_dict
-from emocast.preprocess.audio import load_speech
-from emocast.preprocess.wav2vec2 import Windowing, extract_features, load_wav2vec2, stack_neighbours
+from emocast.models.wav2vec2 import Windowing, extract_features, load_wav2vec2
+from emocast.preprocess.audio import load_speech, stack_neighbours
 
 TOL_EMB = 1e-4
 

@@ -14,7 +14,7 @@ import torch
 
 from emocast.conditioning import AudioFeatures, FaceConditioning, SamplingSettings
 from emocast.demo.tiny import tiny_net, tiny_vae, write_tiny_text_encoder
-from emocast.emotion.text import load_text_encoder
+from emocast.models.clip_text import load_text_encoder
 from emocast.pipeline.clips import generate
 
 VIDEO_MAX, VIDEO_MEAN, TRACE_MAX = 5e-3, 3e-4, 2e-3

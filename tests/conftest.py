@@ -34,7 +34,7 @@ class TinyCase:
     def __init__(self, tmp):
         import conformance_pipeline as cp
         from emocast.demo.tiny import tiny_net, tiny_vae, write_tiny_text_encoder
-        from emocast.emotion.text import load_text_encoder
+        from emocast.models.clip_text import load_text_encoder
 
         self.case = FIXTURES / "cases" / "PUBLIC"
         self.params = __import__("json").loads((self.case / "case.json").read_text())["params"]

@@ -8,7 +8,7 @@ import torch
 from emocast.demo.tiny import CONFIGS, rule_value, tiny_state_dict
 from emocast.emotion.presets import NEUTRAL_PROMPT
 from emocast.emotion.schedule import parse_schedule
-from emocast.emotion.text import MODEL_URL, default_config, load_text_encoder
+from emocast.models.clip_text import MODEL_URL, default_config, load_text_encoder
 from emocast.errors import CheckpointError, MissingModelError
 from emocast.weights import save_weights
 
@@ -133,7 +133,7 @@ def test_file_without_sidecar_is_read_as_clip_vit_l14(tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_text_encoder(save_weights(sd, tmp_path / "clip_small.safetensors"))
     msg = str(e.value)
-    assert "missing keys" in msg and "shape mismatches" in msg and "[49408, 64]" in msg and "[49408, 768]" in msg
+    assert "entries missing" in msg and "with another shape" in msg and "[49408, 64]" in msg and "[49408, 768]" in msg
     assert "'<file stem>.json'" in msg
 
 
@@ -144,11 +144,12 @@ def test_sidecar_config_overrides_the_default(tmp_path):
 
 
 @pytest.mark.parametrize("edit,fragment", [
-    (lambda sd: sd.update({"text_model.encoder.extra.weight": torch.zeros(1)}), "1 unexpected keys"),
+    (lambda sd: sd.update({"text_model.encoder.extra.weight": torch.zeros(1)}),
+     "0 of 20 expected entries missing, 1 unexpected, 0 with another shape.\n  unexpected (1): encoder.extra.weight"),
     (lambda sd: sd.update({"cond_stage_model.transformer.x": torch.zeros(1)}), "cond_stage_model.transformer.x"),
-    (lambda sd: sd.pop("text_model.final_layer_norm.weight"), "1 missing keys (e.g. ['final_layer_norm.weight'])"),
+    (lambda sd: sd.pop("text_model.final_layer_norm.weight"), "missing (1): final_layer_norm.weight"),
     (lambda sd: sd.update({"text_model.final_layer_norm.bias": torch.zeros(65)}),
-     "final_layer_norm.bias: file [65], model [64]"),
+     "other shape (1): final_layer_norm.bias [65] in the file, [64] expected"),
 ])
 def test_wrong_keys_are_refused(tmp_path, edit, fragment):
     sd, config = small_clip()

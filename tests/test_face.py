@@ -53,7 +53,7 @@ def test_detects_the_real_face(analyser):
     assert 150 < x0 < 190 and 260 < x1 < 300 and 40 < y0 < 80 and 160 < y1 < 200 and f.score > 0.9
     assert f.kps.shape == (5, 2) and f.landmarks_106.shape == (106, 2)
     assert f.embedding.shape == (512,) and f.embedding.dtype == np.float32
-    assert 10 < np.linalg.norm(f.embedding) < 40  # not normalised (FACT 30)
+    assert 10 < np.linalg.norm(f.embedding) < 40  # not normalised (docs/authors_behaviours.md#b30)
 
 
 def test_embedding_is_deterministic_and_depends_on_the_pixels(analyser):

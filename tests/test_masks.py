@@ -1,4 +1,4 @@
-"""The authors' masks (FACTS 26-29): rounding quirks, sizes, pyramids, pixel transform."""
+"""The authors' masks (docs/authors_behaviours.md B26-B29): rounding quirks, sizes, pyramids, pixel transform."""
 import logging
 
 import cv2

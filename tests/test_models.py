@@ -43,7 +43,7 @@ def test_config_rejects_a_non_sd15_unet():
 
 
 def test_audio_module_widths_follow_the_block_input(fixtures):
-    """FACT 24: the audio modules' inner width is the level's input width."""
+    """docs/authors_behaviours.md#b24: the audio modules' inner width is the level's input width."""
     net = EmoCASTNet.build(UNetConfig.sd15())
     inner = {name: m.proj_in.out_channels for name, m in net.denoising_unet.named_modules()
              if isinstance(m, EmotiveAudioModule)}
@@ -55,7 +55,8 @@ def test_audio_module_widths_follow_the_block_input(fixtures):
 
 
 def test_motion_modules_run_only_where_the_authors_ran_them(tiny_case, monkeypatch):
-    """FACT 20: the authors' trace counts the motion-module calls; levels without attention run none."""
+    """docs/authors_behaviours.md#b20: the authors' trace counts the motion-module calls; levels without
+    attention run none."""
     expected = tiny_case.trace["motion_module_forward_calls"]
     calls = {name: 0 for name in expected}
     for name in expected:
@@ -82,7 +83,7 @@ def test_vae_of_another_shape_is_named_not_a_state_dict_dump(tmp_path):
     other = AutoencoderKL(**{**cfg, "latent_channels": 16})
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "vae.safetensors"))
     (tmp_path / "vae.json").write_text(json.dumps(cfg))  # the shapes the loader expects: 4 latent channels
-    with pytest.raises(CheckpointError, match="does not have sd-vae-ft-mse's shapes") as e:
+    with pytest.raises(CheckpointError, match="does not have the SD VAE layout") as e:
         load_vae(tmp_path / "vae.safetensors")
     assert "encoder.conv_out.weight [32, 64, 3, 3] in the file, [8, 64, 3, 3] expected" in str(e.value)
     assert "Flux" in e.value.hint

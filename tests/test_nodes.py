@@ -249,6 +249,21 @@ def test_cancel_raises_the_host_interrupt_and_leaves_nothing_behind(pack, fresh,
 
 
 @pytest.mark.slow
+def test_a_cancelled_prompt_does_not_spoil_the_next_one_in_the_queue(pack, fresh, basic_run, models_dir, tmp_path):
+    """Two API prompts of the same graph queued; Cancel hits the first: it saves nothing, the second completes."""
+    graph, outputs, *_ = basic_run
+    core = core_nodes(pack, models_dir, tmp_path)
+    fresh.interrupt_after = 2
+    with pytest.raises(fresh.mm.InterruptProcessingException):
+        run_graph(pack, graph, core)
+    assert not list(tmp_path.glob("*.mp4"))
+    second, _ = run_graph(pack, graph, core)
+    sample = _node(graph, "EmoCAST_Sample")
+    assert torch.equal(second[sample][0], outputs[sample][0])
+    assert len(list(tmp_path.glob("*.mp4"))) == 1
+
+
+@pytest.mark.slow
 def test_library_vae_gives_the_core_vae_frames(pack, fresh, basic_run):
     graph, outputs, *_ = basic_run
     (vae,) = pack.NODE_CLASS_MAPPINGS["EmoCAST_LoadVAE"]().load("emocast_tiny_vae.safetensors", "fp32")

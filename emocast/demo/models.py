@@ -45,7 +45,7 @@ def demo_wav2vec2_state_dict() -> dict[str, torch.Tensor]:
 
 
 def demo_wav2vec2():
-    from ..preprocess.wav2vec2 import build_wav2vec2
+    from ..models.wav2vec2 import build_wav2vec2
 
     return build_wav2vec2(demo_wav2vec2_config(), demo_wav2vec2_state_dict(), source="demo wav2vec2")
 
@@ -61,7 +61,7 @@ class DemoModels:
 
 def demo_models(workdir: str | Path) -> DemoModels:
     """All demo models in memory (the text encoder and face packs go through files in `workdir`)."""
-    from ..emotion.text import load_text_encoder
+    from ..models.clip_text import load_text_encoder
     from .face_models import write_tiny_insightface
 
     workdir = Path(workdir)

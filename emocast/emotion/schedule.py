@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..conditioning import FPS
+from ..constants import FPS
 from ..errors import InputError
 
 log = logging.getLogger("EmoCAST")
@@ -77,6 +77,9 @@ def check_keyframes(keyframes, transition_s: float) -> None:
         raise InputError(f"transition_s must be a number of seconds >= 0, got {transition_s}.")
     lo, hi = INTENSITY_RANGE
     for i, k in enumerate(keyframes):
+        if isinstance(getattr(k, "prompt", None), str) and not k.prompt.strip():
+            raise InputError(f"the emotion prompt is empty ({_where(k, i)}).",
+                             hint='Describe the emotion, e.g. "A person is talking with happy emotion."')
         if not (lo <= k.intensity <= hi):
             raise InputError(f"emotion schedule {_where(k, i)}: intensity {k.intensity} is outside {lo}..{hi}.",
                              hint="0 is neutral, 1 the prompt as written, 2 twice as strong.")

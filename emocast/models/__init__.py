@@ -1,4 +1,5 @@
-"""The networks (the EmoCAST Net and its parts, the VAE), and the base of the loaded-model wrappers."""
+"""The networks (the EmoCAST Net and its parts, the VAE, CLIP text, wav2vec2), their loaders (one strict
+state-dict matcher: loading.py), and the base of the loaded-model wrappers."""
 from __future__ import annotations
 
 import torch

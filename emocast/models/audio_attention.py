@@ -82,7 +82,7 @@ class EmotiveAudioAttention(nn.Module):
 class EmotiveAudioModule(nn.Module):
     """GroupNorm -> 1x1 proj_in (to the block's *input* width) -> EmotiveAudioAttention -> proj_out.
 
-    The inner width is the width of the UNet block's input, not its output (FACT 24): that is
+    The inner width is the width of the UNet block's input, not its output (docs/authors_behaviours.md#b24): that is
     how the released checkpoint was built.
     """
 

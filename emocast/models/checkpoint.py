@@ -7,9 +7,9 @@ straight in its final dtype and device, so a 2.5 B-parameter Net never exists tw
 model + about one tensor; benchmarks/bench_load.py). The model owns its memory afterwards (no
 live mapping), so the file may be replaced or deleted while the host runs.
 
-Strictness: a layout mismatch raises one `CheckpointError` that groups missing / unexpected /
-mis-shaped keys and names the usual mistakes (a Hallo net.pth, an SD1.5 UNet, an AnimateDiff
-motion module).
+Strictness: the one matcher of models/loading.py; a layout mismatch raises one `CheckpointError`
+that groups missing / unexpected / mis-shaped keys and names the usual mistakes (a Hallo net.pth,
+an SD1.5 UNet, an AnimateDiff motion module, a VAE / CLIP / wav2vec2 file).
 """
 from __future__ import annotations
 
@@ -27,10 +27,12 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, InputError
-from ..weights import (DTYPE_NAMES, SHOW, ST_DTYPES, CheckpointInfo, Download, gb, inspect_checkpoint,
+from ..errors import InputError
+from ..weights import (DTYPE_NAMES, ST_DTYPES, CheckpointInfo, Download, gb, inspect_checkpoint,
                        open_checkpoint, release, resolve_dtype)
+from . import loading
 from .config import UNetConfig
+from .loading import LayoutDiff, compare_layout, looks_like  # noqa: F401 (LayoutDiff, compare_layout: API)
 
 log = logging.getLogger("EmoCAST")
 
@@ -42,25 +44,7 @@ EMOCAST_ONLY = ("attn_audioemo.", "postnorm_audioemo.", "processor.to_k_ip.", "p
 _ST_NAMES = {v: k for k, v in ST_DTYPES.items()}
 
 
-@dataclass(frozen=True)
-class LayoutDiff:
-    """Keys of a file against the keys a model expects."""
-
-    missing: list[str]
-    unexpected: list[str]
-    mismatched: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]  #: key -> (in file, expected)
-
-    def __bool__(self) -> bool:
-        return bool(self.missing or self.unexpected or self.mismatched)
-
-
 # ---------------------------------------------------------------------------------------------- checking
-
-def compare_layout(found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]) -> LayoutDiff:
-    return LayoutDiff([k for k in expected if k not in found], [k for k in found if k not in expected],
-                      {k: (tuple(found[k]), tuple(s)) for k, s in expected.items()
-                       if k in found and tuple(found[k]) != tuple(s)})
-
 
 def _recognise(keys: list[str], diff: LayoutDiff, name: str) -> tuple[str, str] | None:
     """(what the file is, the fix) for the usual wrong files given in place of EmoCAST's net.pth."""
@@ -84,46 +68,22 @@ def _recognise(keys: list[str], diff: LayoutDiff, name: str) -> tuple[str, str] 
                 f"needed. {get}.")
     if "conv_in.weight" in keys or any(k.startswith(("down_blocks.", "up_blocks.", "mid_block.")) for k in keys):
         return f"{name} is a bare diffusers UNet (e.g. SD1.5's unet), not the EmoCAST Net", sd15
-    for marks, what, folder in _COMPANIONS:
-        if any(k.startswith(marks) for k in keys):
-            return (f"{name} is {what}, not the EmoCAST Net", f"Put it in models/{folder}/ (where its loader "
-                    f"looks), and {get[0].lower()}{get[1:]} into models/emocast/.")
+    kind = looks_like(keys)
+    if kind is not None and kind[1] != "emocast":
+        return (f"{name} is {kind[0]}, not the EmoCAST Net", f"Put it in models/{kind[1]}/ (where its loader "
+                f"looks), and {get[0].lower()}{get[1:]} into models/emocast/.")
     return None
-
-
-#: Other EmoCAST companions a user may pick by mistake: (key prefixes, what it is, its models/ folder).
-_COMPANIONS = (
-    (("encoder.down_blocks.", "decoder.up_blocks.", "encoder.down.", "first_stage_model."), "an SD VAE", "vae"),
-    (("text_model.", "embeddings.token_embedding."), "a CLIP text encoder", "text_encoders"),
-    (("feature_extractor.conv_layers.", "wav2vec2.", "encoder.pos_conv_embed."), "a wav2vec2 audio encoder",
-     "audio_encoders"),
-)
-
-
-def _group(title: str, items: list[str]) -> str:
-    more = f", ... ({len(items) - SHOW} more)" if len(items) > SHOW else ""
-    return f"\n  {title} ({len(items)}): " + ", ".join(items[:SHOW]) + more
 
 
 def check_layout(found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]],
                  name: str = "checkpoint") -> None:
     """Raise one CheckpointError grouping missing / unexpected / mis-shaped keys, naming known wrong files."""
-    diff = compare_layout(found, expected)
-    if not diff:
-        return
-    is_net = any(k.startswith("denoising_unet.") for k in expected)
-    what, hint = (_recognise(list(found), diff, name) if is_net else None) or (
-        f"{name} does not have the {'EmoCAST Net' if is_net else 'expected'} layout",
-        f"Use EmoCAST's net.pth from {NET_URL}, or a .safetensors made from it with "
-        "`python -m emocast convert-checkpoint`." if is_net else "Check that the file belongs to this model.")
-    text = (f"{what}: {len(diff.missing)} of {len(expected)} expected entries missing, {len(diff.unexpected)} "
-            f"unexpected, {len(diff.mismatched)} with another shape.")
-    text += _group("missing", diff.missing) if diff.missing else ""
-    text += _group("unexpected", diff.unexpected) if diff.unexpected else ""
-    if diff.mismatched:
-        text += _group("other shape", [f"{k} {list(a)} in the file, {list(b)} expected"
-                                       for k, (a, b) in diff.mismatched.items()])
-    raise CheckpointError(text, hint=hint)
+    if not any(k.startswith("denoising_unet.") for k in expected):  # `load_into` on another model
+        return loading.check_layout(found, expected, name, model="expected", folder="",
+                                    hint="Check that the file belongs to this model.")
+    loading.check_layout(found, expected, name, model="EmoCAST Net", folder="emocast", diagnose=_recognise,
+                         hint=f"Use EmoCAST's net.pth from {NET_URL}, or a .safetensors made from it with "
+                              "`python -m emocast convert-checkpoint`.")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ ReferenceNet those normalised tokens of the reference image and the two motion f
 *written* to a bank; the denoiser's block of the same name *reads* them: its self-attention also
 attends to the reference tokens, and the motion-frame tokens feed its motion modules.
 
-The authors' quirks kept here on purpose (their trained weights expect them, FACTS 11-15):
+The authors' quirks kept here on purpose (their trained weights expect them, docs/authors_behaviours.md B11-B16):
 - the writer tiles the CFG conditioning over its batch (item i sees context i % halves), so the
   motion frames pair with alternating contexts;
 - the reader tiles the per-half reference tokens over *all* rows of its batch, so row r (frame r

@@ -5,8 +5,8 @@ levels 0-2 and the middle) and module names, so the released checkpoint loads un
 denoiser adds, per spatial transformer, an emotive audio module and a motion module; video
 activations are frames folded into the batch, [(B F), C, h, w], B = CFG halves.
 
-What the authors' inference actually runs (FACT 20: their denoiser stays in training mode with
-gradient checkpointing), reproduced here because the weights were trained that way:
+What the authors' inference actually runs (docs/authors_behaviours.md#b20: their denoiser stays in training mode
+with gradient checkpointing), reproduced here because the weights were trained that way:
 - every cross-attention layer runs resnet -> spatial transformer (reading the reference bank) ->
   audio module -> motion module on [2 motion frames ; clip frames];
 - the levels without attention (down_blocks.3, up_blocks.0) run their resnets only: their motion
@@ -76,7 +76,8 @@ class UNetLevel(nn.Module):
             self.attentions = nn.ModuleList(SpatialTransformer(out_ch, cfg.heads, cfg.cross_attention_dim, g)
                                             for _ in range(n_layers))
         if attention and video:
-            # the audio modules' inner width is the level's input width (down: per layer), FACT 24
+            # the audio modules' inner width is the level's input width (down: per layer),
+            # see docs/authors_behaviours.md#b24
             inner = [(in_ch if i == 0 else out_ch) if kind == "down" else in_ch for i in range(n_layers)]
             self.audio_modules = nn.ModuleList(EmotiveAudioModule(out_ch, inner[i], cfg.heads, g, level)
                                                for i in range(n_layers))

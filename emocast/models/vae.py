@@ -3,7 +3,8 @@
 The authors scale latents by a hard-coded 0.18215 (not the config's factor), encode the reference
 with the posterior *mean* (no sampling) and decode frame by frame; `VAECodec` does the same, with
 decoding in batches (identical per frame, see the tests). Weights load from a diffusers folder or a
-single file, in diffusers or original (LDM, e.g. vae-ft-mse-840000-ema-pruned.safetensors) naming.
+single file, in diffusers or original (LDM, e.g. vae-ft-mse-840000-ema-pruned.safetensors) naming,
+checked strictly (models/loading.py): an extra, missing or mis-shaped key refuses the file.
 """
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from pathlib import Path
 import torch
 
 from .. import bundled_config
-from ..errors import CheckpointError
 from ..weights import Download, locate, read_state_dict
 from . import ModelWrapper
+from .loading import KeyRules, match_state_dict
 
 log = logging.getLogger("EmoCAST")
 
@@ -23,6 +24,10 @@ LATENT_SCALE = 0.18215
 VAE_URL = "https://huggingface.co/stabilityai/sd-vae-ft-mse"
 VAE_FILE = Download("diffusion_pytorch_model.safetensors", VAE_URL)
 FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+#: diffusers' pre-0.14 attention names, which older VAE uploads still use.
+KEY_RULES = KeyRules(renames=tuple((f"{part}.mid_block.attentions.0.{old}.", f"{part}.mid_block.attentions.0.{new}.")
+                                   for part in ("encoder", "decoder") for old, new in
+                                   (("query", "to_q"), ("key", "to_k"), ("value", "to_v"), ("proj_attn", "to_out.0"))))
 
 
 class VAECodec(ModelWrapper):
@@ -54,6 +59,7 @@ def load_vae(path: str | Path, dtype: torch.dtype = torch.float32, device: str |
     weights, config = locate(path, FOLDER_WEIGHTS, default_config, what="SD VAE",
                              hint=f"Download sd-vae-ft-mse from {VAE_URL}.")
     sd = read_state_dict(weights, VAE_FILE)
+    stored = list(sd)
     if any(k.startswith(("encoder.down.", "first_stage_model.")) for k in sd):
         from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
@@ -61,17 +67,9 @@ def load_vae(path: str | Path, dtype: torch.dtype = torch.float32, device: str |
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     with torch.device("meta"):
         model = AutoencoderKL(**config)
-    expected = model.state_dict()
-    missing = set(expected) - set(sd)
-    if missing:
-        raise CheckpointError(f"{weights.name} is not an SD VAE: {len(missing)} weights missing "
-                              f"(e.g. {sorted(missing)[:3]}).", hint=f"Use sd-vae-ft-mse ({VAE_URL}).")
-    shapes = [f"{k} {list(sd[k].shape)} in the file, {list(v.shape)} expected" for k, v in expected.items()
-              if tuple(sd[k].shape) != tuple(v.shape)]
-    if shapes:  # e.g. a Flux / SD3 VAE (16 latent channels) in place of SD1.5's
-        raise CheckpointError(f"{weights.name} does not have sd-vae-ft-mse's shapes: {len(shapes)} weights differ "
-                              f"(e.g. {shapes[0]}).",
-                              hint=f"Use sd-vae-ft-mse ({VAE_URL}); SD3 / Flux / video VAEs do not fit EmoCAST. "
-                                   "Another shape needs its config as '<file stem>.json' next to the file.")
-    model.load_state_dict({k: v.to(dtype) for k, v in sd.items() if k in model.state_dict()}, assign=True)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    sd = match_state_dict(sd, expected, weights.name, KEY_RULES, model="SD VAE", folder="vae", stored_keys=stored,
+                          hint=f"Use sd-vae-ft-mse ({VAE_URL}); SD3 / Flux / video VAEs do not fit EmoCAST. "
+                               "A VAE of another shape needs its config as '<file stem>.json' next to the file.")
+    model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
     return VAECodec(model.to(device))

@@ -1,5 +1,5 @@
 """The clip loop: any audio length in clips of N frames, each seeded by the last two frames of the
-previous clip (FACTS 1-5).
+previous clip (docs/authors_behaviours.md B1-B5).
 
 - One CPU random generator for the whole video: clip k's initial noise is the (k+1)-th draw.
 - Clip 0's motion frames are the source image itself; clip k > 0 uses the last two decoded,
@@ -19,7 +19,8 @@ import torch
 from ..conditioning import AudioFeatures, EmotionConditioning, FaceConditioning, SamplingSettings
 from ..errors import Cancelled, InputError
 from ..models.net import EmoCASTNet
-from ..preprocess.wav2vec2 import stack_neighbours
+from ..preprocess.audio import stack_neighbours
+from .guards import check_finite
 from .sampler import ClipInputs, sample_clip
 from .scheduler import DDIMZeroSNR
 
@@ -96,6 +97,7 @@ def generate_clips(net: EmoCASTNet, vae, face: FaceConditioning, audio: AudioFea
 
         latents = sample_clip(net, vae, clip, noise, steps=settings.steps, cfg_scale=settings.cfg_scale,
                               weights=settings.motion_scale, scheduler=scheduler, callback=on_step)
+        check_finite(latents, k, settings.steps, dtype)
         video = (vae.decode(latents, batch=settings.vae_batch) / 2 + 0.5).clamp(0, 1).float().cpu()
         # the last motion_frames frames so far: with clips shorter than that, earlier ones fill in
         motion = torch.cat([motion, video[-settings.motion_frames:] * 2 - 1])[-settings.motion_frames:]

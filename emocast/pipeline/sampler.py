@@ -1,4 +1,4 @@
-"""One clip: reference features, classifier-free guidance and the DDIM loop (FACTS 8-19).
+"""One clip: reference features, classifier-free guidance and the DDIM loop (docs/authors_behaviours.md B8-B19).
 
 Batch layout: CFG halves are [uncond, cond] (uncond first); video frames are folded into the batch,
 [(half frame), C, h, w]. What the unconditional half sees, as the authors built it:
@@ -60,7 +60,7 @@ def _halves(cond: torch.Tensor, uncond: torch.Tensor, cfg: bool) -> torch.Tensor
 
 def reference_latents(vae, reference: torch.Tensor) -> torch.Tensor:
     """VAE latents of [source, m1, m2]. Like the authors' image processor, a batch with no
-    negative value is taken as [0, 1] and mapped to [-1, 1] again (FACT 10)."""
+    negative value is taken as [0, 1] and mapped to [-1, 1] again (docs/authors_behaviours.md#b10)."""
     if reference.min() >= 0:
         log.warning("every pixel of the reference is >= 0.5: mapped to [-1, 1] a second time, as the authors' "
                     "pipeline does (a very bright portrait loses contrast; darken it slightly to avoid this).")
@@ -94,7 +94,8 @@ def sample_clip(net: EmoCASTNet, vae, clip: ClipInputs, noise: torch.Tensor, *, 
     # emotion schedule the clip's middle frame stands for the clip (one keyframe: every frame is the same).
     ref_ctx = torch.stack([ctx_uncond, ctx_cond[f // 2]]) if cfg else ctx_cond[f // 2:f // 2 + 1]
     tokens = net.reference_unet(reference_latents(vae, clip.reference).to(dtype).repeat(halves, 1, 1, 1), ref_ctx)
-    # The authors' reader keeps these tokens in float16 even in fp32 runs (FACT 13b); bf16 stays bf16.
+    # The authors' reader keeps these tokens in float16 even in fp32 runs; bf16 stays bf16.
+    # See docs/authors_behaviours.md#b14.
     bank = ReferenceBank(tokens, halves, cfg).to(torch.bfloat16 if dtype == torch.bfloat16 else torch.float16)
     inputs = DenoiseInputs(context=context, face=face, drive=drive, bank=bank, frames=f, cache={})
 

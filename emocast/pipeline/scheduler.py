@@ -1,5 +1,5 @@
 """The authors' sampler: DDIM, linear betas rescaled to zero terminal SNR, trailing timesteps,
-v-prediction, eta 0 (FACT 7). Stateless: every step is a pure function of (t, steps).
+v-prediction, eta 0 (docs/authors_behaviours.md#b7). Stateless: every step is a pure function of (t, steps).
 
 Note the betas are *linear* (0.00085 .. 0.012): the authors' script asks for "scaled_linear" only
 after building the scheduler, so their sampler never uses it.

@@ -4,7 +4,7 @@ Resampling uses soxr at "HQ" through `librosa.resample(res_type="soxr_hq")`: the
 authors' `librosa.load(path, sr=16000)` makes, so a 44.1 / 48 kHz input gives the samples their
 code saw (mono mix first, as `librosa.to_mono`, then resample). Files are read with soundfile
 (wav, flac, ogg, mp3: librosa's first choice too) and, failing that, decoded with PyAV's bundled
-FFmpeg (m4a / aac, opus, video files, ...). Features live in `preprocess/wav2vec2.py`.
+FFmpeg (m4a / aac, opus, video files, ...). Features live in `models/wav2vec2.py`.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ SILENCE_PEAK = 1e-4
 #: The vocal-isolation model the authors use (MDX-Net, through the audio-separator package).
 VOCALS_MODEL = "Kim_Vocal_2.onnx"
 
-AudioSource = Union[str, Path, dict]
+AudioSource = Union[str, Path, dict, "Speech"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,8 @@ def load_speech(source: AudioSource, *, vocals_model: str | Path | None = None) 
     vocals_model: path to an audio-separator model (the authors use Kim_Vocal_2.onnx) to isolate
     the voice from music / noise first; None (default) uses the audio as it is.
     """
+    if isinstance(source, Speech) and source.sample_rate == SAMPLE_RATE and not vocals_model:
+        return source  # already loaded and checked
     audio = separate_vocals(source, vocals_model) if vocals_model else as_comfy_audio(source)
     wave, sr = audio["waveform"][0].numpy(), audio["sample_rate"]
     mono = np.ascontiguousarray(np.mean(wave, axis=0, dtype=np.float32))  # librosa.to_mono
@@ -75,6 +77,8 @@ def as_comfy_audio(source: AudioSource) -> dict:
 
     The waveform is [1, C, N] float32 on the CPU; of a batch B > 1 only the first item is kept.
     """
+    if isinstance(source, Speech):
+        return source.to_comfy()
     if isinstance(source, dict):
         return _checked_dict(source)
     wave, sr = decode_audio(source)
@@ -224,3 +228,17 @@ def frame_count(num_samples: int, sample_rate: int = SAMPLE_RATE, fps: float = F
 
 def _name(source: AudioSource) -> str:
     return "the AUDIO input" if isinstance(source, dict) else f"the audio file {Path(source).name}"
+
+
+def stack_neighbours(features: torch.Tensor, start: int = 0, stop: int | None = None,
+                     radius: int = 2) -> torch.Tensor:
+    """[T, L, D] -> [stop-start, 2*radius+1, L, D]: frames i-2..i+2 per frame i, clamped to [0, T-1].
+
+    The clamp uses the whole sequence, so calling it per clip equals slicing the full result.
+    """
+    total = features.shape[0]
+    stop = total if stop is None else stop
+    if not 0 <= start <= stop <= total:
+        raise InputError(f"frame range [{start}, {stop}) is outside the {total} audio frames.")
+    idx = (torch.arange(start, stop)[:, None] + torch.arange(-radius, radius + 1)[None]).clamp(0, total - 1)
+    return features[idx.to(features.device)]

@@ -7,6 +7,8 @@ generated frames back with a feathered mask so the output keeps the user's frami
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import torch
@@ -50,6 +52,33 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
         a = x[:, :, -1:]
         rgb = rgb * a + np.asarray(ALPHA_BACKGROUND, np.float32) * (1 - a)
     return np.ascontiguousarray(rgb, np.float32)
+
+
+def open_image(path) -> Image.Image:
+    """A picture file, decoded now, so a damaged or non-image file fails here with its name, not later."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image file not found: {path}", hint="Check the path.")
+    try:
+        image = Image.open(path)
+        image.load()
+    except Image.DecompressionBombError as e:
+        raise InputError(f"the image {path.name} is too large to open safely ({e}).",
+                         hint="Downscale it (a few megapixels is plenty: the face is cropped to 512 px).") from None
+    except (OSError, ValueError, SyntaxError) as e:  # UnidentifiedImageError is an OSError
+        raise InputError(f"the image {path.name} cannot be read as a picture ({str(e).split(chr(10))[0][:120]}).",
+                         hint="Give a PNG, JPEG or WebP photo (re-save it from an image editor if it is damaged).") \
+            from None
+    w, h = image.size
+    if min(w, h) < 16 or max(w, h) > _MAX_SIDE:
+        raise _image_error(f"{path.name} is {w}x{h} px, expected 16 to {_MAX_SIDE} px per side")
+    return image
+
+
+def check_model_size(size: int) -> None:
+    """The model resolution: a multiple of 64 (the UNet halves the 1/8 latent three times)."""
+    if size < 64 or size % 64:
+        raise InputError(f"model size must be a multiple of 64, got {size}.", hint="EmoCAST was trained at 512.")
 
 
 def to_rgb_float(image) -> np.ndarray:

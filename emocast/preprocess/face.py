@@ -185,8 +185,7 @@ def prepare_face(image, analyser: FaceAnalyser, landmarker: Landmarker, size: in
     """
     if no_face not in (NO_FACE_ERROR, NO_FACE_WHOLE_IMAGE):
         raise InputError(f"no_face must be {NO_FACE_ERROR!r} or {NO_FACE_WHOLE_IMAGE!r}, got {no_face!r}.")
-    if size < 64 or size % 64:
-        raise InputError(f"model size must be a multiple of 64, got {size}.", hint="EmoCAST was trained at 512.")
+    cropping.check_model_size(size)
     source = cropping.to_rgb_float(image)
     h, w = source.shape[:2]
     faces = analyser.detect(cropping.to_uint8(source))

@@ -2,7 +2,7 @@
 
 Backends, best first:
 * `MediapipeTasksLandmarker`: mediapipe's Tasks FaceLandmarker (mediapipe >= 0.10, incl. 1.x) from
-  a local `.task` file; the authors' detector (FACT 26).
+  a local `.task` file; the authors' detector (docs/authors_behaviours.md#b26).
 * `MediapipeLegacyLandmarker`: the legacy face mesh with iris refinement (478 points, models inside
   the wheel; only mediapipe <= 0.10.21 has it). 0.10.21 gives the authors' mesh on our test photo.
 * `Insightface106Landmarker`: insightface's 2d106det from the same pack as the detector, when

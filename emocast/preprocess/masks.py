@@ -1,4 +1,4 @@
-"""The authors' face / lip masks and pixel transform, reproduced exactly (FACTS 26-29).
+"""The authors' face / lip masks and pixel transform, reproduced exactly (docs/authors_behaviours.md B26-B29).
 
 The model was trained with these masks, so every rounding quirk is kept on purpose:
 rectangles from half-to-even rounded landmark extents, expanded with floor divisions on floats,
@@ -7,7 +7,7 @@ min-max stretched to uint8; the background map truncates, the face map saturates
 PIL bilinear resizes of the 64x64 maps. Only the landmark source is pluggable.
 
 `img_size` follows the authors' config: an `(a, b)` pair that torchvision reads as (height, width)
-(FACT 29), so outputs are `[3, a, b]` and pyramid level i is `(a // 8 // 2**i)` squared. An int n
+(docs/authors_behaviours.md#b29), so outputs are `[3, a, b]` and pyramid level i is `(a // 8 // 2**i)` squared. An int n
 means (n, n).
 """
 from __future__ import annotations
@@ -147,7 +147,7 @@ def _resize(img: Image.Image, img_size: ImgSize) -> Image.Image:
 
 
 def pixel_values(image: Image.Image, img_size: ImgSize) -> torch.Tensor:
-    """[3, H, W] float32 in [-1, 1]: PIL bilinear resize, /255, (x - 0.5) / 0.5 (FACT 29)."""
+    """[3, H, W] float32 in [-1, 1]: PIL bilinear resize, /255, (x - 0.5) / 0.5 (docs/authors_behaviours.md#b29)."""
     return (_to_tensor(_resize(image.convert("RGB"), img_size)) - 0.5) / 0.5
 
 

@@ -25,11 +25,11 @@ import torch
 
 from .. import bundled_config
 from ..conditioning import EmotionConditioning, EmotionKeyframe
-from ..errors import CheckpointError
-from ..models import ModelWrapper
+from ..emotion.presets import NEUTRAL_PROMPT
+from ..emotion.schedule import EmotionSchedule, KeyframeSpec
 from ..weights import Download, locate, read_state_dict
-from .presets import NEUTRAL_PROMPT
-from .schedule import EmotionSchedule, KeyframeSpec
+from . import ModelWrapper
+from .loading import KeyRules, match_state_dict
 
 log = logging.getLogger("EmoCAST")
 
@@ -37,13 +37,14 @@ MODEL_URL = "https://huggingface.co/openai/clip-vit-large-patch14"
 CLIP_FILE = Download("model.safetensors", MODEL_URL)
 WHERE_TO_GET = (f"Put ComfyUI's clip_l.safetensors in models/text_encoders/, or download {MODEL_URL} "
                 "(config.json + model.safetensors) and give its folder.")
-TOKENIZER_DIR = Path(__file__).resolve().with_name("tokenizer")
+TOKENIZER_DIR = Path(__file__).resolve().with_name("clip_tokenizer")
 #: CLIP's context: start token, 75 prompt tokens, end token.
 MAX_TOKENS = 77
 FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-#: Keys some CLIP files carry that the text model does not use (after stripping `text_model.`).
-KNOWN_EXTRAS = ("text_projection.weight", "logit_scale", "visual_projection.weight", "embeddings.position_ids")
-EXTRA_PREFIXES = ("vision_model.",)
+#: `text_model.` prefix optional; keys some CLIP files carry that the text model does not use.
+KEY_RULES = KeyRules(renames=(("text_model.", ""),),
+                     ignore=("text_projection.weight", "logit_scale", "visual_projection.weight",
+                             "embeddings.position_ids", "vision_model."))
 
 
 def default_config() -> dict:
@@ -94,22 +95,6 @@ class TextEncoder(ModelWrapper):
         return EmotionConditioning(keyframes, emb[""], emb[neutral_prompt] if scaled else None, schedule.transition_s)
 
 
-def _text_weights(sd: dict[str, torch.Tensor], expected: dict[str, tuple], name: str) -> dict[str, torch.Tensor]:
-    """The text model's weights in fp32 (prefix stripped, known extras dropped); CheckpointError otherwise."""
-    sd = {k.removeprefix("text_model."): v for k, v in sd.items()}
-    unknown = sorted(k for k in sd if k not in expected and k not in KNOWN_EXTRAS and not k.startswith(EXTRA_PREFIXES))
-    missing = sorted(set(expected) - set(sd))
-    shapes = sorted(f"{k}: file {list(sd[k].shape)}, model {list(s)}"
-                    for k, s in expected.items() if k in sd and tuple(sd[k].shape) != s)
-    problems = [f"{len(v)} {what} (e.g. {v[:3]})" for what, v in
-                (("unexpected keys", unknown), ("missing keys", missing), ("shape mismatches", shapes)) if v]
-    if problems:
-        raise CheckpointError(f"{name} is not the CLIP text encoder its config describes: {'; '.join(problems)}.",
-                              hint=f"{WHERE_TO_GET} Another architecture needs its config as a "
-                                   "'<file stem>.json' next to the file.")
-    return {k: sd[k].float() for k in expected}
-
-
 def load_text_encoder(path: str | Path, device: str | torch.device = "cpu") -> TextEncoder:
     """CLIP text encoder from a local folder or file, with eager attention, computing in fp32."""
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -124,8 +109,11 @@ def load_text_encoder(path: str | Path, device: str | torch.device = "cpu") -> T
         model = CLIPTextModel(config)
     text = getattr(model, "text_model", model)  # transformers 4 nests the transformer; 5 flattens it
     expected = {k: tuple(v.shape) for k, v in text.state_dict().items()}
-    sd = _text_weights(read_state_dict(weights, CLIP_FILE), expected, weights.name)
-    text.load_state_dict(sd, strict=True, assign=True)
+    sd = match_state_dict(read_state_dict(weights, CLIP_FILE), expected, weights.name, KEY_RULES,
+                          model="CLIP text encoder", folder="text_encoders",
+                          hint=f"{WHERE_TO_GET} Another architecture needs its config as a '<file stem>.json' "
+                               "next to the file.")
+    text.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True, assign=True)
     text.embeddings.position_ids = torch.arange(config.max_position_embeddings).expand(1, -1)
     log.info("CLIP text encoder loaded from %s (%d layers).", weights, config.num_hidden_layers)
     return TextEncoder(model.to(device), load_tokenizer())

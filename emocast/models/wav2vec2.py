@@ -1,4 +1,5 @@
-"""wav2vec2 speech features at the video frame rate, as the authors compute them (FACTS 31, 4).
+"""wav2vec2 (the network, its loader) and its speech features at the video frame rate, as the authors
+compute them (docs/authors_behaviours.md#b31, #b4).
 
 Per signal: zero-mean / unit-variance normalisation (eps 1e-7, float32), zero-padding of the
 normalised signal to whole clips, the conv feature extractor (~50 Hz), linear interpolation
@@ -40,9 +41,10 @@ import torch.nn.functional as F
 from .. import CONFIGS
 from ..conditioning import FPS, AudioFeatures
 from ..errors import CheckpointError, ConfigError, InputError
-from ..models import ModelWrapper
+from ..preprocess.audio import SAMPLE_RATE, Speech, check_samples, frame_count
 from ..weights import Download, locate, read_json, read_state_dict
-from .audio import SAMPLE_RATE, Speech, check_samples, frame_count
+from . import ModelWrapper
+from .loading import KeyRules, match_state_dict
 
 log = logging.getLogger("EmoCAST")
 
@@ -143,43 +145,35 @@ def build_wav2vec2(config: dict, state_dict: dict, *, source: str = "") -> Wav2V
     normalize = bool(config.pop("do_normalize", True))
     kwargs = {k: v for k, v in config.items() if k not in _NOT_CONFIG}
     model = Wav2Vec2Model(Wav2Vec2Config(**kwargs))
-    model.load_state_dict(_match_keys(state_dict, model.state_dict(), source), strict=False)
+    expected = model.state_dict()
+    sd = _match_keys(state_dict, expected, source)
+    model.load_state_dict({**{k: expected[k] for k in expected if k not in sd}, **sd}, strict=True)
     model.eval().requires_grad_(False)
     return Wav2Vec2Encoder(model, normalize, source)
 
 
 def _match_keys(sd: dict, expected: dict, source: str) -> dict:
-    """Rename checkpoint keys to the installed transformers' names and check them strictly."""
-    out = {}
-    for key, value in sd.items():
-        key = key.removeprefix("wav2vec2.")
-        if key.startswith(_HEADS):
-            continue
-        if key.startswith(_POS):
-            tail = key[len(_POS):]
-            tail = _WEIGHT_NORM.get(tail, tail)  # legacy weight_g / weight_v
-            if _POS + tail not in expected:  # an older transformers without parametrizations
-                tail = {v: k for k, v in _WEIGHT_NORM.items()}.get(tail, tail)
-            key = _POS + tail
-        out[key] = value
-    if _POS + "weight" in out:  # weight norm already folded in: v = w, g = |w| over all dims but 2
-        w = out.pop(_POS + "weight")
-        g_key, v_key = (_POS + t if _POS + t in expected else _POS + legacy for legacy, t in _WEIGHT_NORM.items())
-        out[g_key], out[v_key] = w.norm(dim=(0, 1), keepdim=True), w
-    missing = [k for k in expected if k not in out and k != "masked_spec_embed"]  # unused at inference
-    unexpected = [k for k in out if k not in expected]
-    shapes = [f"{k} {tuple(out[k].shape)} != {tuple(expected[k].shape)}"
-              for k in out if k in expected and out[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        parts = [f"{len(v)} {name} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})"
-                 for name, v in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)) if v]
-        width = sd.get("encoder.layer_norm.weight", sd.get("wav2vec2.encoder.layer_norm.weight"))
-        found = f" It has hidden size {width.shape[0]}." if width is not None else ""
-        raise CheckpointError(
-            f"{source or 'the state dict'} does not fit the wav2vec2 config: {'; '.join(parts)}.{found}",
-            hint=f"EmoCAST needs facebook/wav2vec2-base-960h (hidden size 768, 12 layers): {WAV2VEC2_URL}. "
-            "For another size put its config.json next to the file as <file stem>.json.",
-        )
+    """Checkpoint keys renamed to the installed transformers' names, checked strictly (models/loading.py)."""
+    parametrized = _POS + _WEIGHT_NORM["weight_g"] in expected
+    pos = tuple((_POS + old, _POS + new) if parametrized else (_POS + new, _POS + old)
+                for old, new in _WEIGHT_NORM.items())  # legacy weight_g / weight_v <-> parametrizations
+    rules = KeyRules(renames=(("wav2vec2.", ""),) + pos, ignore=_HEADS, optional=("masked_spec_embed",))
+    sd = dict(sd)
+    for pre in ("", "wav2vec2."):
+        if pre + _POS + "weight" in sd:  # weight norm already folded in: v = w, g = |w| over all dims but 2
+            w = sd.pop(pre + _POS + "weight")
+            g_key, v_key = (_POS + (new if parametrized else old) for old, new in _WEIGHT_NORM.items())
+            sd[g_key], sd[v_key] = w.norm(dim=(0, 1), keepdim=True), w
+
+    def width(renamed: dict) -> str:
+        w = renamed.get("encoder.layer_norm.weight")
+        return f"It has hidden size {w.shape[0]}." if w is not None else ""
+
+    out = match_state_dict(sd, {k: tuple(v.shape) for k, v in expected.items()}, source or "the state dict",
+                           rules, model="wav2vec2 audio encoder", folder="audio_encoders", note=width,
+                           hint=f"EmoCAST needs facebook/wav2vec2-base-960h (hidden size 768, 12 layers): "
+                                f"{WAV2VEC2_URL}. For another size put its config.json next to the file as "
+                                "<file stem>.json.")
     return {k: v.to(expected[k].dtype) for k, v in out.items()}
 
 
@@ -327,17 +321,3 @@ def conv_features_chunked(encoder: Wav2Vec2Encoder, wave: torch.Tensor, chunk: i
             out = torch.empty(1, h.shape[1], total, dtype=h.dtype, device=h.device)
         out[:, :, a:b] = h
     return out
-
-
-def stack_neighbours(features: torch.Tensor, start: int = 0, stop: int | None = None,
-                     radius: int = 2) -> torch.Tensor:
-    """[T, L, D] -> [stop-start, 2*radius+1, L, D]: frames i-2..i+2 per frame i, clamped to [0, T-1].
-
-    The clamp uses the whole sequence, so calling it per clip equals slicing the full result.
-    """
-    total = features.shape[0]
-    stop = total if stop is None else stop
-    if not 0 <= start <= stop <= total:
-        raise InputError(f"frame range [{start}, {stop}) is outside the {total} audio frames.")
-    idx = (torch.arange(start, stop)[:, None] + torch.arange(-radius, radius + 1)[None]).clamp(0, total - 1)
-    return features[idx.to(features.device)]
