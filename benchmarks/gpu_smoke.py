@@ -7,7 +7,9 @@ Needs only torch, diffusers, transformers, safetensors and numpy (no librosa / a
 onnxruntime on this path). On a machine without diffusers, carry its wheel (pure Python; on Python
 3.12 its other needs are usually present) and put it on the path first:
 
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=/tmp/site
+    PYTHONUNBUFFERED=1 python3 benchmarks/gpu_smoke.py --budget 420 2>&1 | tee $OUT/gpu_smoke.log
 
 Sections, most important first, each skipped (saying so) when the wall-clock budget left cannot fit it:
   env        GPU name, compute capability, memory, versions.
@@ -19,7 +21,10 @@ Sections, most important first, each skipped (saying so) when the wall-clock bud
              (fp16, then bf16, then fp32), with SDPA restricted to the flash / memory-efficient kernels
              (the math fallback, ~8.6 GB of scores at 512 px, forbidden): finite outputs, seconds per
              denoising step, peak CUDA memory (torch.cuda.max_memory_allocated, reset per dtype).
-  placement  ComfyUI loading behaviours emulated on the device (tests/placement_emulation.py).
+  placement  ComfyUI's loading behaviours emulated on the device (tests/placement_emulation.py) on the
+             3-clip OWN_MULTI3 case: layer-by-layer moves (frame tables left behind) must run and match a
+             whole-model move; --novram, a half-spent low-VRAM budget and a network unloaded by a VAE
+             call and not loaded again must be refused with InputError.
 Prints a compact summary; writes everything to $OUT/gpu_smoke.json when OUT is set (after every
 section, so a run cut short keeps what it measured), else to --json if given.
 """
@@ -32,7 +37,7 @@ import platform
 import sys
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,8 +139,13 @@ def section_public(device, args, budget: Budget) -> dict:
             continue
         t0 = time.perf_counter()
         dtype = torch_dtype(name)
-        net, vae = tiny_net(dtype, device), tiny_vae(dtype, device)
-        video = generate(net, vae, face, audio, emotion, cp.case_settings(params)).permute(1, 0, 2, 3)
+        try:
+            net, vae = tiny_net(dtype, device), tiny_vae(dtype, device)
+            video = generate(net, vae, face, audio, emotion, cp.case_settings(params), device=device)
+        except Exception as e:
+            out[name] = {"error": error(e)}
+            continue
+        video = video.permute(1, 0, 2, 3)
         d = (video - golden).abs()
         out[name] = {"max_abs": float(d.max()), "mean_abs": float(d.mean()), "finite": bool(video.isfinite().all()),
                      "uint8_differ": float((video.mul(255).round() != golden.mul(255).round()).float().mean()),
@@ -216,7 +226,7 @@ def timed(obj, name: str, rec: list, device, finite: list | None = None) -> None
     setattr(obj, name, call)
 
 
-def run_realsize(device, dtype_name: str, args) -> dict:
+def run_realsize(device, dtype_name: str, args, restrict: bool = True) -> dict:
     import torch
 
     from emocast import bundled_config
@@ -231,7 +241,8 @@ def run_realsize(device, dtype_name: str, args) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     cfg = UNetConfig.from_diffusers(tiny_config("tiny_unet/config.json")) if args.tiny else UNetConfig.sd15()
     vae_cfg = tiny_config("tiny_vae/config.json") if args.tiny else bundled_config("sd_vae_ft_mse_config.json")
-    rec: dict = {"size": args.size, "frames": args.frames, "steps": args.steps, "cfg": args.cfg}
+    rec: dict = {"size": args.size, "frames": args.frames, "steps": args.steps, "cfg": args.cfg,
+                 "sdpa": "flash/efficient only" if restrict else "any kernel (math allowed)"}
     t0 = time.perf_counter()
     net = random_net(cfg, dtype, device)
     vae = random_vae(vae_cfg, dtype, device)
@@ -249,12 +260,13 @@ def run_realsize(device, dtype_name: str, args) -> dict:
     settings = SamplingSettings(steps=args.steps, cfg_scale=args.cfg, clip_length=args.frames, vae_batch=4)
     t0 = time.perf_counter()
     try:
-        with no_math_sdpa(device):
-            video = generate(net, vae, face, audio, emotion, settings)
+        with no_math_sdpa(device) if restrict else nullcontext():
+            video = generate(net, vae, face, audio, emotion, settings, device=device)
     finally:
         cuda_mem(device, rec, "peak_gib")
         if device.type == "cuda" and "weights_gib" in rec:
             rec["activations_peak_gib"] = round(rec["peak_gib"] - rec["weights_gib"], 3)
+            rec["fits_8gb_card"] = rec["peak_gib"] < 7.0  # an 8 GB card: ~7.4 GiB, less the CUDA context
     rec["clip_s"] = round(time.perf_counter() - t0, 2)
     rec["denoiser_step_s"] = [round(s, 4) for s in steps]
     later = steps[1:] or steps
@@ -284,14 +296,32 @@ def section_realsize(device, args, budget: Budget) -> dict:
             continue
         try:
             out[name] = run_realsize(device, name, args)
-            per_step = per_step or out[name]["s_per_step"]
-        except Exception as e:  # a smoke test reports every failure and goes on with the next dtype
-            out[name] = {"error": f"{type(e).__name__}: {e}"[:2000], "trace": traceback.format_exc()[-3000:]}
-            if device.type == "cuda":
-                import torch
-
-                torch.cuda.empty_cache()
+        except Exception as e:  # a smoke test reports every failure and goes on
+            out[name] = {"error": error(e)}
+            free_cuda(device)
+            if budget.fits(need):  # which kernel was missing? the same run with SDPA's math fallback allowed
+                try:
+                    out[name] = run_realsize(device, name, args, restrict=False) | {
+                        "error_flash_efficient_only": out[name]["error"]}
+                except Exception as e2:
+                    out[name]["error_any_kernel"] = error(e2)
+                    free_cuda(device)
+        per_step = per_step or out[name].get("s_per_step")
     return out
+
+
+def error(e: Exception) -> dict:
+    return {"message": f"{type(e).__name__}: {e}"[:1500], "trace": traceback.format_exc()[-2500:]}
+
+
+def free_cuda(device) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def section_placement(device, args, budget: Budget) -> dict:
@@ -308,22 +338,33 @@ def summary(res: dict) -> str:
     env = res.get("env", {})
     lines = [f"EmoCAST GPU smoke: {env.get('gpu', env.get('device'))} (capability {env.get('capability', '-')}), "
              f"torch {env.get('torch')}, diffusers {env.get('diffusers')}, {res.get('wall_s', 0):.0f} s"]
+    for section in ("public", "realsize", "placement"):
+        if "error" in res.get(section, {}):
+            lines.append(f"  {section} FAILED: {res[section]['error']['message'][:500]}")
     for name, r in res.get("public", {}).items():
-        lines.append(f"  PUBLIC {name}: " + (r.get("skipped") or r.get("error") or
-                     f"max abs {r['max_abs']:.3g}, mean abs {r['mean_abs']:.3g}, finite {r['finite']}"))
-    for name, r in res.get("realsize", {}).items():
+        if isinstance(r, dict) and "max_abs" in r:
+            lines.append(f"  PUBLIC {name}: max abs {r['max_abs']:.3g}, mean abs {r['mean_abs']:.3g}, "
+                         f"finite {r['finite']}, {r['s']:.1f} s")
+        elif isinstance(r, dict):
+            lines.append(f"  PUBLIC {name}: {r.get('skipped') or str(r.get('error', {}).get('message'))[:300]}")
+    for name, r in ({} if "error" in res.get("realsize", {}) else res.get("realsize", {})).items():
         if "s_per_step" in r:
-            mem = f", peak {r['peak_gib']:.2f} GiB (weights {r['weights_gib']:.2f})" if "peak_gib" in r else ""
+            mem = (f", peak {r['peak_gib']:.2f} GiB (weights {r['weights_gib']:.2f}, 8 GB card: "
+                   f"{'fits' if r['fits_8gb_card'] else 'no'})" if "peak_gib" in r else "")
             lines.append(f"  real-size {name} {r['size']} px x {r['frames']}: {r['s_per_step']:.3f} s/step "
                          f"(first {r['denoiser_step_s'][0]:.2f}), reference {r['reference_s']:.2f} s, "
                          f"VAE decode {r['vae_decode_s']:.2f} s{mem}, finite {r['denoiser_finite']}"
-                         f"/{r['frames_finite']}")
+                         f"/{r['frames_finite']}, SDPA {r['sdpa']}")
+            if "error_flash_efficient_only" in r:
+                lines.append(f"    flash/efficient only FAILED: {r['error_flash_efficient_only']['message'][:300]}")
         else:
-            lines.append(f"  real-size {name}: {r.get('skipped') or r.get('error', '?')[:300]}")
+            lines.append(f"  real-size {name}: {r.get('skipped') or str(r.get('error', {}).get('message'))[:300]}"
+                         + (f"; with any kernel: {r['error_any_kernel']['message'][:200]}"
+                            if "error_any_kernel" in r else ""))
     pl = res.get("placement", {})
-    if "skipped" in pl or "error" in pl:
-        lines.append(f"  placement: {pl.get('skipped') or pl.get('error')}")
-    else:
+    if "skipped" in pl:
+        lines.append(f"  placement: {pl['skipped']}")
+    elif "error" not in pl:
         for name, r in pl.items():
             lines.append(f"  placement {name}: {'ok' if r.get('ok') else 'FAILED'} {r.get('detail', '')}")
     return "\n".join(lines)
@@ -349,6 +390,7 @@ def main() -> int:
     budget, t0 = Budget(args.budget), time.perf_counter()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
     import torch
 
@@ -362,7 +404,8 @@ def main() -> int:
     if cuda_only:
         res["skipped"].append("CUDA parts (no CUDA device): peak CUDA memory, TF32-off GPU kernels, "
                               "flash / memory-efficient SDPA kernels; the real-size Net at 512 px")
-    paths = [Path(p) / "gpu_smoke.json" for p in [os.environ.get("OUT")] if p] + ([Path(args.json)] if args.json else [])
+    paths = [Path(os.environ["OUT"]) / "gpu_smoke.json"] if os.environ.get("OUT") else []
+    paths += [Path(args.json)] if args.json else []
 
     def save():
         res["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -378,7 +421,7 @@ def main() -> int:
         try:
             res[name] = sections[name]()
         except Exception as e:
-            res[name] = {"error": f"{type(e).__name__}: {e}"[:2000], "trace": traceback.format_exc()[-3000:]}
+            res[name] = {"error": error(e)}
         save()
     print(summary(res))
     for s in res["skipped"]:

@@ -21,6 +21,7 @@ import folder_paths
 
 from ..emocast import model_files
 from ..emocast.errors import InputError, MissingModelError
+from ..emocast.models.placement import misplaced
 from ..emocast.models.vae import LATENT_SCALE
 from ..emocast.weights import SUFFIXES, resolve_dtype as _resolve_dtype
 from .types import LOGGER
@@ -179,6 +180,26 @@ def gib(nbytes: float) -> str:
     return f"{nbytes / 2 ** 30:.2f} GiB"
 
 
+def check_loaded(patchers: Sequence[object], device: torch.device) -> None:
+    """Every weight and buffer of our models on `device` (ComfyUI's own models, e.g. the core VAE, may stream
+    their weights; ours cannot): refuse with the modules ComfyUI left behind, never compute on the CPU."""
+    for patcher in patchers:
+        held = patcher.model
+        if not isinstance(held, Managed):
+            continue
+        bad = misplaced(held.inner, device)
+        if bad:
+            where = sorted({str(d) for _, d in bad})
+            raise InputError(
+                f"ComfyUI left {type(held).__name__} on {', '.join(where)} instead of {device} ({len(bad)} weights, "
+                f"e.g. {bad[0][0]}): with --novram or too little free memory it keeps weights off the GPU and "
+                "streams them layer by layer, which EmoCAST's models (plain torch layers) cannot do, so they "
+                "would compute on the CPU (hours for EmoCAST's network) or fail.",
+                hint="Start ComfyUI without --novram (--lowvram works: EmoCAST loads its network whole and "
+                     "ComfyUI offloads the other models), free GPU memory, or start it with --cpu to run on the "
+                     "CPU on purpose.")
+
+
 def load_models(patchers: Sequence[object], memory_required: int) -> None:
     """Load our (plain torch.nn) models fully onto the compute device, ComfyUI freeing others first.
 
@@ -194,17 +215,7 @@ def load_models(patchers: Sequence[object], memory_required: int) -> None:
             f"{gib(memory_required)} more, but the device has {gib(total)} in all.",
             hint="Lower resolution (e.g. 384) or frames_per_clip, use dtype fp16, or run on a larger GPU.")
     mm.load_models_gpu(list(patchers), memory_required=memory_required, force_full_load=True)
-    for patcher in patchers:
-        held = patcher.model
-        if isinstance(held, Managed):  # ComfyUI's own models (core VAE) may stream their weights; ours cannot
-            where = next(held.parameters()).device
-            if where.type != device.type:
-                raise InputError(
-                    f"ComfyUI left {type(held).__name__} on {where} instead of {device}: with --novram it keeps "
-                    "weights off the GPU and streams them layer by layer, which EmoCAST's models (plain torch "
-                    "layers) cannot do, so they would compute on the CPU (hours for EmoCAST's network).",
-                    hint="Start ComfyUI without --novram (--lowvram works: EmoCAST loads its network whole and "
-                         "ComfyUI offloads the other models), or with --cpu to run on the CPU on purpose.")
+    check_loaded(patchers, device)
     free = mm.get_free_memory(device)
     if free < memory_required:
         raise InputError(
@@ -265,6 +276,7 @@ class HostVAECodec:
     def _restore(self) -> None:
         if self.keep_loaded:
             mm.load_models_gpu(self.keep_loaded, force_full_load=True)
+            check_loaded(self.keep_loaded, compute_device())
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:

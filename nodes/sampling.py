@@ -101,6 +101,7 @@ class Sample:
         done = 0
         try:
             for k, clip in enumerate(generate_clips(model.model, codec, face, features, emotion, settings,
+                                                    device=host.compute_device(),
                                                     progress=lambda p: progress.step(p.step))):
                 frames[done:done + clip.shape[0]] = clip.permute(0, 2, 3, 1)
                 done += clip.shape[0]

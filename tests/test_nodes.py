@@ -293,6 +293,28 @@ def test_sampler_refuses_weights_comfyui_left_off_the_gpu(pack, fresh, basic_run
     assert "--novram" in e.value.hint
 
 
+def test_weights_comfyui_left_behind_in_a_partial_load_are_refused(pack, fresh, monkeypatch):
+    """Low free memory: ComfyUI moves layer after layer until its budget is spent (tests/placement_emulation.py).
+    The first layers are on the GPU, the rest are not: refused up front, naming them, both at load time and
+    when the network is loaded again after a VAE call."""
+    from placement_emulation import move_like_comfy
+
+    host = lib(pack, "nodes.host")
+    net = lib(pack, "emocast.demo.tiny").tiny_net()
+    half = sum(p.numel() * p.element_size() for p in net.parameters()) // 2
+    monkeypatch.setattr(fresh.mm, "get_torch_device", lambda: torch.device("meta"))  # stands in for cuda:0
+    monkeypatch.setattr(fresh.mm, "load_models_gpu", lambda models, **kw: [
+        move_like_comfy(m.model, m.load_device, half) for m in models])
+    patcher = host.manage(net)
+    with pytest.raises(ValueError, match=r"left EmoCASTNet on cpu instead of meta \(\d+ weights, e.g. ") as e:
+        host.load_models([patcher], 0)
+    assert "--novram" in e.value.hint and next(net.parameters()).device.type == "meta"  # the first layer moved
+    codec = host.HostVAECodec(vae=type("CoreVAE", (), {"decode": lambda self, z: z.new_zeros(
+        (z.shape[0], 8 * z.shape[2], 8 * z.shape[3], 3))})(), keep_loaded=[patcher])
+    with pytest.raises(ValueError, match="left EmoCASTNet on cpu instead of meta"):
+        codec.decode(torch.zeros(1, 4, 8, 8))
+
+
 def test_auto_dtype_follows_comfyui_fp16_judgement_on_cuda(pack, fresh, monkeypatch):
     host = lib(pack, "nodes.host")
     cuda = torch.device("cuda", 0)
