@@ -139,16 +139,36 @@ def intermediate_device() -> torch.device:
     return mm.intermediate_device()
 
 
-def resolve_dtype(choice: str, device: Optional[torch.device] = None) -> torch.dtype:
-    """A dtype choice as a torch dtype; auto: fp16 when ComfyUI computes on CUDA, else fp32.
+#: Parameters of the released EmoCAST Net: ComfyUI weighs fp16 against fp32 by what fits in memory.
+NET_PARAMS = 2_490_000_000
+_OURS = (torch.float16, torch.bfloat16, torch.float32)
 
-    On CUDA, auto also follows ComfyUI's own fp16 judgement: fp32 when it was started with
-    --force-fp32, or on GPUs where fp16 gives NaNs (GTX 16xx) or runs slowly (Pascal on Linux).
+
+def resolve_dtype(choice: str, device: Optional[torch.device] = None, model_params: int = NET_PARAMS) -> torch.dtype:
+    """A dtype choice as a torch dtype; auto: the diffusion-model dtype ComfyUI picks (`unet_dtype`).
+
+    That honours --force-fp32, --fp32-unet, --bf16-unet, --fp16-unet, and ComfyUI's judgement of the
+    GPU: fp16 where it is fast and right, bf16 where fp16 is not but bf16 is (should_use_bf16), fp32
+    on GPUs where fp16 gives NaNs (GTX 16xx) or runs slowly (Pascal, unless fp32 does not fit), and
+    on the CPU. Where ComfyUI would store one dtype and compute in another (`unet_manual_cast`, e.g.
+    fp8 weights), EmoCAST's plain layers take the compute dtype. A named choice is checked against the
+    GPU (emocast.weights.check_cuda_dtype: bf16 needs Ampere or newer).
     """
-    device = (device or compute_device()) if choice == DTYPE_AUTO else None
-    if device is not None and device.type == "cuda" and not mm.should_use_fp16(device):
-        return torch.float32
-    return _resolve_dtype(choice, device)
+    device = device or compute_device()
+    if choice != DTYPE_AUTO:
+        return _resolve_dtype(choice, device)
+    if not hasattr(mm, "unet_dtype"):  # very old hosts
+        return torch.float16 if device.type == "cuda" and mm.should_use_fp16(device) else torch.float32
+    dtype = mm.unet_dtype(device=device, model_params=model_params, supported_dtypes=list(_OURS))
+    # ComfyUI may store weights in a dtype its own layers cast from (fp16 on a GTX 16xx, computed in fp32);
+    # plain torch layers compute in what they store, so take the compute dtype.
+    cast = mm.unet_manual_cast(dtype, device, list(_OURS)) if hasattr(mm, "unet_manual_cast") else None
+    dtype = cast or dtype
+    if dtype not in _OURS:
+        fallback = torch.float16 if device.type == "cuda" and mm.should_use_fp16(device) else torch.float32
+        log.warning("EmoCAST computes in fp16 / bf16 / fp32 only; ComfyUI chose %s, using %s.", dtype, fallback)
+        dtype = fallback
+    return dtype
 
 
 class Managed(torch.nn.Module):

@@ -61,6 +61,7 @@ def fresh(host):
     host.loads.clear()
     host.interrupt, host.interrupt_after, host.checks = False, None, 0
     host.free_memory, host.total_memory = 64 << 30, 128 << 30
+    host.gpu = "ampere"
     return host
 
 
@@ -315,13 +316,29 @@ def test_weights_comfyui_left_behind_in_a_partial_load_are_refused(pack, fresh, 
         codec.decode(torch.zeros(1, 4, 8, 8))
 
 
-def test_auto_dtype_follows_comfyui_fp16_judgement_on_cuda(pack, fresh, monkeypatch):
+@pytest.mark.parametrize("gpu, flag, want", [
+    ("ampere", None, torch.float16), ("ampere", "force_fp32", torch.float32), ("ampere", "bf16_unet", torch.bfloat16),
+    ("ampere", "fp32_unet", torch.float32), ("gtx1660", None, torch.float32),  # stored fp16, computed fp32 by ComfyUI
+    ("gtx1660", "bf16_unet", torch.float32), ("pre-pascal", None, torch.float32)])
+def test_auto_dtype_is_comfyui_choice_on_cuda(pack, fresh, monkeypatch, gpu, flag, want):
+    host = lib(pack, "nodes.host")
+    fresh.gpu = gpu
+    if flag:
+        monkeypatch.setattr(fresh.args, flag, True)
+    assert host.resolve_dtype("auto", torch.device("cuda", 0)) == want
+    assert host.resolve_dtype("auto") == torch.float32  # the CPU: ComfyUI computes even --bf16-unet weights in fp32
+
+
+def test_named_dtype_is_checked_against_the_gpu(pack, fresh, monkeypatch):
     host = lib(pack, "nodes.host")
     cuda = torch.device("cuda", 0)
-    assert host.resolve_dtype("auto", cuda) == torch.float16 and host.resolve_dtype("auto") == torch.float32  # CPU
-    monkeypatch.setattr(fresh.mm, "should_use_fp16", lambda device=None, **kw: False)  # --force-fp32, GTX 16xx
-    assert host.resolve_dtype("auto", cuda) == torch.float32
-    assert host.resolve_dtype("fp16", cuda) == torch.float16 and host.resolve_dtype("bf16") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    assert host.resolve_dtype("fp16", cuda) == torch.float16 and host.resolve_dtype("fp32", cuda) == torch.float32
+    with pytest.raises(ValueError, match="bf16 needs .* Ampere") as e:
+        host.resolve_dtype("bf16", cuda)
+    assert "auto" in e.value.hint
+    assert host.resolve_dtype("bf16") == torch.bfloat16  # the compute device (CPU here) is what counts
 
 
 def test_nodes_do_not_mutate_inputs(pack, basic_run):

@@ -51,6 +51,22 @@ def plan_clips(audio: AudioFeatures, clip_length: int) -> int:
     return clips
 
 
+_DTYPE_HINTS = {
+    torch.float16: "fp16 overflows on some GPUs and inputs: load the model in bf16 (NVIDIA Ampere or newer) or fp32.",
+    torch.bfloat16: "load the model in fp32.",
+}
+
+
+def check_finite(values: torch.Tensor, k: int, clips: int, made_by: str, dtype: Optional[torch.dtype]) -> None:
+    """Stop at the first clip with NaN / inf: its last frames would seed every later clip (clamp keeps NaN)."""
+    if not bool(torch.isfinite(values).all()):
+        name = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}.get(dtype, str(dtype))
+        raise InputError(
+            f"clip {k + 1} of {clips}: {made_by} produced NaN / inf values in {name}; stopped there, since each "
+            "clip continues from the previous one.",
+            hint=_DTYPE_HINTS.get(dtype, "check the weights files (python -m emocast verify) and the inputs."))
+
+
 def generate_clips(net: EmoCASTNet, vae, face: FaceConditioning, audio: AudioFeatures,
                    emotion: EmotionConditioning, settings: SamplingSettings, *,
                    device: Optional[torch.device] = None,
@@ -108,7 +124,10 @@ def generate_clips(net: EmoCASTNet, vae, face: FaceConditioning, audio: AudioFea
 
         latents = sample_clip(net, vae, clip, noise, steps=settings.steps, cfg_scale=settings.cfg_scale,
                               weights=settings.motion_scale, scheduler=scheduler, callback=on_step)
-        video = (vae.decode(latents, batch=settings.vae_batch) / 2 + 0.5).clamp(0, 1).float().cpu()
+        check_finite(latents, k, clips, "the network", dtype)
+        video = vae.decode(latents, batch=settings.vae_batch)
+        check_finite(video, k, clips, "the VAE", video.dtype)
+        video = (video / 2 + 0.5).clamp(0, 1).float().cpu()
         # the last motion_frames frames so far: with clips shorter than that, earlier ones fill in
         motion = torch.cat([motion, video[-settings.motion_frames:] * 2 - 1])[-settings.motion_frames:]
         keep = min(f, audio.num_frames - emitted)

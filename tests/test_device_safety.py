@@ -1,4 +1,5 @@
-"""Placement: the sampler runs where it was asked to, or refuses with a clear message.
+"""Device and dtype safety: the sampler runs where it was asked to, in a dtype the GPU computes right,
+and stops with a clear message (never a silent CPU run, never NaN frames spoiling the clips after).
 
 The `meta` device stands in for the GPU (the real thing runs in benchmarks/gpu_smoke.py): a module
 on meta computes shapes only, and a CPU tensor meeting a meta one is exactly the device mismatch a
@@ -18,8 +19,9 @@ from emocast.demo.tiny import tiny_state_dict
 from emocast.models.net import EmoCASTNet
 from emocast.errors import InputError
 from emocast.models.placement import check_placement, misplaced
+from emocast.pipeline import clips as clips_module
 from emocast.pipeline import sampler
-from emocast.pipeline.clips import generate_clips
+from emocast.pipeline.clips import generate, generate_clips
 from placement_emulation import ReloadingVAE, move_like_comfy, move_nothing
 
 META = torch.device("meta")
@@ -66,8 +68,9 @@ def inputs(clips: int = 1):
 
 @pytest.fixture
 def on_meta(monkeypatch):
-    """The bright-reference warning reads a pixel value, which the meta device does not have."""
+    """The bright-reference warning and the finite check read values, which the meta device does not have."""
     monkeypatch.setattr(sampler, "reference_latents", lambda vae, reference: vae.encode(reference))
+    monkeypatch.setattr(clips_module, "check_finite", lambda values, *a: None)
 
 
 def test_comfyui_moves_leave_the_frame_table_behind():
@@ -139,3 +142,76 @@ def test_cuda_and_cuda_0_are_the_same_device():
     assert same_device(torch.device("cuda"), torch.device("cuda", 0))
     assert not same_device(torch.device("cuda", 1), torch.device("cuda", 0))
     assert not same_device(torch.device("cpu"), torch.device("cuda"))
+
+
+# ---------------------------------------------------------------------------------------------- dtype
+
+@pytest.mark.parametrize("capability, name, auto", [
+    ((9, 0), "NVIDIA H200", torch.float16), ((8, 6), "NVIDIA GeForce RTX 3060", torch.float16),
+    ((7, 5), "Tesla T4", torch.float16), ((6, 1), "NVIDIA GeForce GTX 1080", torch.float16),
+    ((7, 5), "NVIDIA GeForce GTX 1660 SUPER", torch.float32), ((7, 5), "NVIDIA GeForce GTX 1650", torch.float32),
+    ((5, 2), "NVIDIA GeForce GTX 980", torch.float32)])
+def test_cli_dtype_follows_the_gpu(monkeypatch, caplog, capability, name, auto):
+    from emocast.commands import _device_dtype
+    from emocast.weights import resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert _device_dtype("cuda:0", "auto") == (torch.device("cuda", 0), auto)
+    assert resolve_dtype("fp32", "cuda") == torch.float32
+    if capability[0] >= 8:
+        assert resolve_dtype("bf16", "cuda") == torch.bfloat16
+    else:
+        with pytest.raises(InputError, match=f"bf16 needs .*Ampere.*{name}") as e:
+            resolve_dtype("bf16", "cuda")
+        assert "auto" in e.value.hint
+    caplog.clear()
+    assert resolve_dtype("fp16", "cuda") == torch.float16  # asked for: done, with a warning where unsafe
+    assert ("fp16 as asked" in caplog.text) == (auto == torch.float32)
+
+
+def test_cpu_dtypes_need_no_gpu_query(monkeypatch):
+    from emocast.commands import _device_dtype
+    from emocast.weights import resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: pytest.fail("asked the GPU"))
+    assert _device_dtype("cpu", "auto") == (torch.device("cpu"), torch.float32)
+    assert resolve_dtype("bf16", "cpu") == torch.bfloat16 and resolve_dtype("fp16") == torch.float16
+
+
+@pytest.mark.slow
+def test_nan_in_one_clip_stops_the_run_there(monkeypatch):
+    """A NaN in clip 2's latents: the run stops at clip 2 with the dtype hint, clip 3 is never sampled.
+    (bf16: CPU fp16 kernels are slow; the fp16 hint is checked below.)"""
+    from dataclasses import replace
+
+    from emocast.demo.tiny import tiny_vae
+
+    calls = []
+
+    def poisoned(*args, **kwargs):
+        latents = real(*args, **kwargs)
+        calls.append(1)
+        return latents.index_fill(0, torch.tensor([1]), float("nan")) if len(calls) == 2 else latents
+
+    real = clips_module.sample_clip
+    monkeypatch.setattr(clips_module, "sample_clip", poisoned)
+    face, audio, emotion, settings = inputs(clips=3)
+    run = generate_clips(tiny_net().to(torch.bfloat16), tiny_vae(), face, audio, emotion,
+                         replace(settings, steps=1, cfg_scale=1.0), device="cpu")
+    first = next(run)
+    assert first.shape == (FRAMES, 3, SIZE, SIZE) and first.isfinite().all()
+    with pytest.raises(InputError, match=r"clip 2 of 3: the network produced NaN / inf values in bf16") as e:
+        next(run)
+    assert len(calls) == 2 and "fp32" in e.value.hint
+
+
+@pytest.mark.parametrize("dtype, made_by, hint", [(torch.float16, "the network", "bf16 (NVIDIA Ampere or newer)"),
+                                                  (torch.bfloat16, "the network", "fp32"),
+                                                  (torch.float32, "the network", "verify"),
+                                                  (torch.float16, "the VAE", "bf16")])
+def test_finite_check_hints(dtype, made_by, hint):
+    clips_module.check_finite(torch.ones(2, dtype=dtype), 0, 1, made_by, dtype)
+    with pytest.raises(InputError, match=f"clip 3 of 4: {made_by} produced NaN / inf") as e:
+        clips_module.check_finite(torch.tensor([1.0, float("inf")], dtype=dtype), 2, 4, made_by, dtype)
+    assert hint in e.value.hint
