@@ -232,6 +232,7 @@ def run_realsize(device, dtype_name: str, args, restrict: bool = True) -> dict:
     from emocast import bundled_config
     from emocast.conditioning import SamplingSettings
     from emocast.demo.tiny import config as tiny_config
+    from emocast.errors import InputError
     from emocast.models.config import UNetConfig
     from emocast.pipeline.clips import generate
 
@@ -258,10 +259,12 @@ def run_realsize(device, dtype_name: str, args, restrict: bool = True) -> dict:
     timed(net.reference_unet, "forward", refs, device)
     timed(vae, "decode", decodes, device)
     settings = SamplingSettings(steps=args.steps, cfg_scale=args.cfg, clip_length=args.frames, vae_batch=4)
-    t0 = time.perf_counter()
+    t0, video = time.perf_counter(), None
     try:
         with no_math_sdpa(device) if restrict else nullcontext():
             video = generate(net, vae, face, audio, emotion, settings, device=device)
+    except InputError as e:  # the per-clip finite check (random weights): keep the timings
+        rec["stopped"] = e.message
     finally:
         cuda_mem(device, rec, "peak_gib")
         if device.type == "cuda" and "weights_gib" in rec:
@@ -274,8 +277,9 @@ def run_realsize(device, dtype_name: str, args, restrict: bool = True) -> dict:
     rec["reference_s"] = round(sum(refs), 3)
     rec["vae_decode_s"] = round(sum(decodes), 3)
     rec["denoiser_finite"] = all(finite)
-    rec["frames_finite"] = bool(video.isfinite().all())
-    rec["frames_std"] = round(float(video.std()), 4)
+    rec["frames_finite"] = video is not None and bool(video.isfinite().all())
+    if video is not None:
+        rec["frames_std"] = round(float(video.std()), 4)
     del net, vae
     return rec
 
@@ -355,6 +359,8 @@ def summary(res: dict) -> str:
                          f"(first {r['denoiser_step_s'][0]:.2f}), reference {r['reference_s']:.2f} s, "
                          f"VAE decode {r['vae_decode_s']:.2f} s{mem}, finite {r['denoiser_finite']}"
                          f"/{r['frames_finite']}, SDPA {r['sdpa']}")
+            if "stopped" in r:
+                lines.append(f"    stopped: {r['stopped'][:300]}")
             if "error_flash_efficient_only" in r:
                 lines.append(f"    flash/efficient only FAILED: {r['error_flash_efficient_only']['message'][:300]}")
         else:

@@ -1,4 +1,4 @@
-"""How a host moves (or leaves) a plain torch module, emulated for tests/test_placement.py (CPU, with the
+"""How a host moves (or leaves) a plain torch module, emulated for tests/test_device_safety.py (CPU, with the
 `meta` device standing in for the GPU) and benchmarks/gpu_smoke.py (the same on CUDA, with real values).
 
 ComfyUI's ModelPatcher.load (0.3.64 model_patcher.py, `_load_list` / `load`) moves module by module:
@@ -101,7 +101,7 @@ def run_all(device, dry_run_on_cpu: bool = False) -> dict:
 
     device = torch.device(device)
     if device.type != "cuda" and not dry_run_on_cpu:
-        return {"skipped": "needs CUDA (tests/test_placement.py runs these on the CPU with the meta device)"}
+        return {"skipped": "needs CUDA (tests/test_device_safety.py runs these on the CPU with the meta device)"}
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     out = {}
