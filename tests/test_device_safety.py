@@ -215,3 +215,79 @@ def test_finite_check_hints(dtype, made_by, hint):
     with pytest.raises(InputError, match=f"clip 3 of 4: {made_by} produced NaN / inf") as e:
         clips_module.check_finite(torch.tensor([1.0, float("inf")], dtype=dtype), 2, 4, made_by, dtype)
     assert hint in e.value.hint
+
+
+# ---------------------------------------------------------------------------------------------- face models
+
+@pytest.fixture
+def insightface_calls(monkeypatch):
+    """The real insightface FaceAnalysis, recording what EmoCAST passes to it."""
+    app = pytest.importorskip("insightface.app")
+    calls = []
+
+    class Recorded(app.FaceAnalysis):
+        def __init__(self, *args, **kwargs):
+            calls.append({"providers": kwargs.get("providers")})
+            super().__init__(*args, **kwargs)
+
+        def prepare(self, ctx_id, **kwargs):
+            calls[-1]["ctx_id"] = ctx_id
+            return super().prepare(ctx_id, **kwargs)
+
+    monkeypatch.setattr(app, "FaceAnalysis", Recorded)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def insightface_pack(tmp_path_factory):
+    from emocast.demo.face_models import write_tiny_insightface
+
+    return write_tiny_insightface(tmp_path_factory.mktemp("insightface") / "models")
+
+
+def _sessions(analyser):
+    return {name: model.session.get_providers() for name, model in analyser.app.models.items()}
+
+
+def test_face_analysis_runs_on_the_cpu_by_default(insightface_pack, insightface_calls):
+    from emocast.preprocess.face import FaceAnalyser
+
+    analyser = FaceAnalyser(insightface_pack)
+    assert insightface_calls == [{"providers": ["CPUExecutionProvider"], "ctx_id": -1}]
+    assert set(map(tuple, _sessions(analyser).values())) == {("CPUExecutionProvider",)}
+
+
+def test_face_analysis_on_the_chosen_gpu(insightface_pack, insightface_calls, monkeypatch, caplog):
+    """cuda:1 -> onnxruntime's CUDA provider on device 1 (insightface's ctx_id 1), CPU behind it."""
+    import onnxruntime
+
+    from emocast.preprocess.face import FaceAnalyser, onnx_providers
+
+    assert onnx_providers("cuda:1")[0] == ["CPUExecutionProvider"] and "onnxruntime-gpu" in caplog.text  # no CUDA
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    analyser = FaceAnalyser(insightface_pack, device=torch.device("cuda", 1))
+    assert insightface_calls == [{"providers": [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"],
+                                  "ctx_id": 1}]
+    assert "recognition" in analyser.app.models  # this CPU-only onnxruntime fell back to its CPU provider
+
+
+def test_face_analysis_releases_its_sessions(insightface_pack, insightface_calls):
+    import gc
+    import weakref
+
+    import numpy as np
+    from PIL import Image
+
+    from emocast.demo.tiny import DEMO_IMAGE
+    from emocast.preprocess.face import FaceAnalyser
+
+    analyser = FaceAnalyser(insightface_pack)
+    rgb = np.asarray(Image.open(DEMO_IMAGE).convert("RGB"))
+    before = analyser.detect(rgb)
+    session = weakref.ref(analyser.app.models["detection"].session)
+    analyser.release()
+    gc.collect()
+    assert session() is None and len(insightface_calls) == 1  # gone, not reloaded yet
+    after = analyser.detect(rgb)
+    assert len(insightface_calls) == 2 and [f.bbox for f in after] == [f.bbox for f in before]
