@@ -62,8 +62,9 @@ class Sample:
                               "tooltip": "Classifier-free guidance scale (3.5 by the authors); <= 1 turns guidance off "
                                          "and halves the work."}),
             "seed": ("INT", {"default": d.seed, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                             "tooltip": "Seed of the noise (drawn on the CPU, so the same seed gives the same video "
-                                        "on any device)."}),
+                             "tooltip": "Seed of the noise (drawn on the CPU). Same seed and settings on the same "
+                                        "machine: the same video; on another GPU or the CPU: equal within float "
+                                        "noise (other kernels), not bit for bit."}),
             "pose_weight": ("FLOAT", {"default": d.pose_weight, **weight,
                                       "tooltip": "How strongly the speech moves the whole head (full-frame audio branch)."}),
             "face_weight": ("FLOAT", {"default": d.face_weight, **weight,
