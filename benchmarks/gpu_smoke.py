@@ -329,6 +329,8 @@ def free_cuda(device) -> None:
 
 
 def section_placement(device, args, budget: Budget) -> dict:
+    if not budget.fits(30):
+        return {"skipped": f"budget: {budget.left:.0f} s left, about 30 s needed"}
     try:
         import placement_emulation
     except ImportError as e:
