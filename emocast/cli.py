@@ -37,7 +37,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
                    help="frames per VAE decode call (default 1: frame by frame, the authors' exact frames)")
     g.add_argument("--size", type=int, default=None, help="model resolution (default 512; 128 for the demo)")
     g.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
-                   help="compute precision (auto: fp16 on CUDA, fp32 on CPU)")
+                   help="compute precision (auto: fp16 on CUDA where safe, fp32 on GTX 16xx, pre-Pascal GPUs and "
+                        "the CPU; bf16 needs an Ampere or newer GPU)")
     g.add_argument("--device", default="auto", help="torch device (auto: cuda when available)")
 
 

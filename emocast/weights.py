@@ -61,17 +61,55 @@ def gb(nbytes: float) -> str:
     return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes:,.0f} bytes"
 
 
+def cuda_fp16_unsafe(device: str | torch.device) -> str | None:
+    """Why fp16 should not be used on this CUDA GPU, or None: GTX 16xx cards (Turing without tensor cores,
+    capability 7.5) give NaNs in fp16, GPUs before Pascal (capability < 6.0) have no usable fp16 compute."""
+    major, minor = torch.cuda.get_device_capability(device)
+    name = torch.cuda.get_device_name(device)
+    if (major, minor) == (7, 5) and "GTX 16" in name:
+        return f"{name} (a GTX 16xx) gives NaNs in fp16"
+    if major < 6:
+        return f"{name} (compute capability {major}.{minor}) predates Pascal: no usable fp16 compute"
+    return None
+
+
+def check_cuda_dtype(dtype: torch.dtype, device: str | torch.device) -> None:
+    """Refuse bf16 before Ampere (emulated, and SDPA's math fallback at 512 px needs ~8.6 GB of scores);
+    warn about fp16 where it is unsafe (the user asked for it)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return
+    if dtype == torch.bfloat16 and torch.cuda.get_device_capability(device)[0] < 8:
+        name = torch.cuda.get_device_name(device)
+        raise InputError(f"bf16 needs an NVIDIA GPU of the Ampere generation or newer (RTX 30xx, A100, ...); "
+                         f"{name} would emulate it slowly, with attention falling back to a kernel that needs "
+                         "about 8.6 GB more at 512 px.", hint="Use dtype auto (fp16 where safe, else fp32).")
+    why = cuda_fp16_unsafe(device) if dtype == torch.float16 else None
+    if why:
+        log.warning("fp16 as asked, but %s; if frames come out black or the run stops on NaN, use fp32.", why)
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype | None:
     """"fp16" / "bf16" / "fp32" / a torch dtype / None (keep the file's) -> torch dtype or None.
 
-    "auto": fp16 on a CUDA `device`, fp32 elsewhere (CPU fp16 is slow and not what the authors ran).
+    "auto": on a CUDA `device` fp16 where it is safe (see cuda_fp16_unsafe), else fp32; fp32 on the
+    CPU (CPU fp16 is slow and not what the authors ran). A named dtype on CUDA is checked
+    (check_cuda_dtype).
     """
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
+    cuda = device is not None and torch.device(device).type == "cuda"
     if dtype == "auto":
-        return torch.float16 if device is not None and torch.device(device).type == "cuda" else torch.float32
+        if not cuda:
+            return torch.float32
+        why = cuda_fp16_unsafe(device)
+        if why:
+            log.info("dtype auto: fp32, since %s.", why)
+        return torch.float32 if why else torch.float16
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; expected auto or one of {', '.join(DTYPES)}.")
+    if cuda:
+        check_cuda_dtype(DTYPES[dtype], device)
     return DTYPES[dtype]
 
 

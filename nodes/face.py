@@ -30,7 +30,9 @@ class LoadFaceAnalysis:
     DESCRIPTION = ("Loads the face tools: an insightface pack (antelopev2, as the authors used: it finds the face "
                    "and embeds its identity) and a landmarker for the face and lip masks. mediapipe's 478-point "
                    "mesh is the authors' (a face_landmarker.task file in models/mediapipe, or mediapipe<=0.10.21's "
-                   "built-in mesh); insightface 2d106 works without mediapipe but its masks only approximate theirs.")
+                   "built-in mesh); insightface 2d106 works without mediapipe but its masks only approximate theirs. "
+                   "insightface runs on the CPU: it analyses one image per video, and a GPU session would keep "
+                   "a memory pool of its own that ComfyUI cannot free.")
     CATEGORY = LOADERS
     FUNCTION = "load"
     RETURN_TYPES = (FACE_ANALYSIS,)

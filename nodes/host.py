@@ -22,6 +22,7 @@ import folder_paths
 
 from ..emocast import model_files
 from ..emocast.errors import InputError, MissingModelError
+from ..emocast.models.placement import misplaced
 from ..emocast.models.vae import LATENT_SCALE
 from ..emocast.weights import SUFFIXES, resolve_dtype as _resolve_dtype
 from .types import LOGGER
@@ -231,16 +232,36 @@ def intermediate_device() -> torch.device:
     return mm.intermediate_device()
 
 
-def resolve_dtype(choice: str, device: Optional[torch.device] = None) -> torch.dtype:
-    """A dtype choice as a torch dtype; auto: fp16 when ComfyUI computes on CUDA, else fp32.
+#: Parameters of the released EmoCAST Net: ComfyUI weighs fp16 against fp32 by what fits in memory.
+NET_PARAMS = 2_490_000_000
+_OURS = (torch.float16, torch.bfloat16, torch.float32)
 
-    On CUDA, auto also follows ComfyUI's own fp16 judgement: fp32 when it was started with
-    --force-fp32, or on GPUs where fp16 gives NaNs (GTX 16xx) or runs slowly (Pascal on Linux).
+
+def resolve_dtype(choice: str, device: Optional[torch.device] = None, model_params: int = NET_PARAMS) -> torch.dtype:
+    """A dtype choice as a torch dtype; auto: the diffusion-model dtype ComfyUI picks (`unet_dtype`).
+
+    That honours --force-fp32, --fp32-unet, --bf16-unet, --fp16-unet, and ComfyUI's judgement of the
+    GPU: fp16 where it is fast and right, bf16 where fp16 is not but bf16 is (should_use_bf16), fp32
+    on GPUs where fp16 gives NaNs (GTX 16xx) or runs slowly (Pascal, unless fp32 does not fit), and
+    on the CPU. Where ComfyUI would store one dtype and compute in another (`unet_manual_cast`, e.g.
+    fp8 weights), EmoCAST's plain layers take the compute dtype. A named choice is checked against the
+    GPU (emocast.weights.check_cuda_dtype: bf16 needs Ampere or newer).
     """
-    device = (device or compute_device()) if choice == DTYPE_AUTO else None
-    if device is not None and device.type == "cuda" and not mm.should_use_fp16(device):
-        return torch.float32
-    return _resolve_dtype(choice, device)
+    device = device or compute_device()
+    if choice != DTYPE_AUTO:
+        return _resolve_dtype(choice, device)
+    if not hasattr(mm, "unet_dtype"):  # very old hosts
+        return torch.float16 if device.type == "cuda" and mm.should_use_fp16(device) else torch.float32
+    dtype = mm.unet_dtype(device=device, model_params=model_params, supported_dtypes=list(_OURS))
+    # ComfyUI may store weights in a dtype its own layers cast from (fp16 on a GTX 16xx, computed in fp32);
+    # plain torch layers compute in what they store, so take the compute dtype.
+    cast = mm.unet_manual_cast(dtype, device, list(_OURS)) if hasattr(mm, "unet_manual_cast") else None
+    dtype = cast or dtype
+    if dtype not in _OURS:
+        fallback = torch.float16 if device.type == "cuda" and mm.should_use_fp16(device) else torch.float32
+        log.warning("EmoCAST computes in fp16 / bf16 / fp32 only; ComfyUI chose %s, using %s.", dtype, fallback)
+        dtype = fallback
+    return dtype
 
 
 class Managed(torch.nn.Module):
@@ -272,6 +293,26 @@ def gib(nbytes: float) -> str:
     return f"{nbytes / 2 ** 30:.2f} GiB"
 
 
+def check_loaded(patchers: Sequence[object], device: torch.device) -> None:
+    """Every weight and buffer of our models on `device` (ComfyUI's own models, e.g. the core VAE, may stream
+    their weights; ours cannot): refuse with the modules ComfyUI left behind, never compute on the CPU."""
+    for patcher in patchers:
+        held = patcher.model
+        if not isinstance(held, Managed):
+            continue
+        bad = misplaced(held.inner, device)
+        if bad:
+            where = sorted({str(d) for _, d in bad})
+            raise InputError(
+                f"ComfyUI left {type(held).__name__} on {', '.join(where)} instead of {device} ({len(bad)} weights, "
+                f"e.g. {bad[0][0]}): with --novram or too little free memory it keeps weights off the GPU and "
+                "streams them layer by layer, which EmoCAST's models (plain torch layers) cannot do, so they "
+                "would compute on the CPU (hours for EmoCAST's network) or fail.",
+                hint="Start ComfyUI without --novram (--lowvram works: EmoCAST loads its network whole and "
+                     "ComfyUI offloads the other models), free GPU memory, or start it with --cpu to run on the "
+                     "CPU on purpose.")
+
+
 def load_models(patchers: Sequence[object], memory_required: int) -> None:
     """Load our (plain torch.nn) models fully onto the compute device, ComfyUI freeing others first.
 
@@ -287,17 +328,7 @@ def load_models(patchers: Sequence[object], memory_required: int) -> None:
             f"{gib(memory_required)} more, but the device has {gib(total)} in all.",
             hint="Lower resolution (e.g. 384) or frames_per_clip, use dtype fp16, or run on a larger GPU.")
     mm.load_models_gpu(list(patchers), memory_required=memory_required, force_full_load=True)
-    for patcher in patchers:
-        held = patcher.model
-        if isinstance(held, Managed):  # ComfyUI's own models (core VAE) may stream their weights; ours cannot
-            where = next(held.parameters()).device
-            if where.type != device.type:
-                raise InputError(
-                    f"ComfyUI left {type(held).__name__} on {where} instead of {device}: with --novram it keeps "
-                    "weights off the GPU and streams them layer by layer, which EmoCAST's models (plain torch "
-                    "layers) cannot do, so they would compute on the CPU (hours for EmoCAST's network).",
-                    hint="Start ComfyUI without --novram (--lowvram works: EmoCAST loads its network whole and "
-                         "ComfyUI offloads the other models), or with --cpu to run on the CPU on purpose.")
+    check_loaded(patchers, device)
     free = mm.get_free_memory(device)
     if free < memory_required:
         raise InputError(
@@ -358,6 +389,7 @@ class HostVAECodec:
     def _restore(self) -> None:
         if self.keep_loaded:
             mm.load_models_gpu(self.keep_loaded, force_full_load=True)
+            check_loaded(self.keep_loaded, compute_device())
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:

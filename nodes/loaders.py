@@ -5,9 +5,10 @@ from ..emocast import model_files
 from . import host
 from .types import LIB_VAE, LOADERS, MODEL
 
-_DTYPE_TOOLTIP = ("Precision of the weights and the computation. auto: fp16 on an NVIDIA GPU, fp32 on the CPU, "
-                  "with --force-fp32 or where ComfyUI finds fp16 unreliable (GTX 16xx) (the authors ran fp16 on GPU; "
-                  "bf16 suits GPUs where fp16 overflows).")
+_DTYPE_TOOLTIP = ("Precision of the weights and the computation. auto: what ComfyUI picks for diffusion models: fp16 on "
+                  "most NVIDIA GPUs; fp32 on the CPU, with --force-fp32 and where fp16 is unreliable (GTX 16xx); bf16 "
+                  "with --bf16-unet (the authors ran fp16 on GPU; bf16, Ampere or newer, suits runs where fp16 "
+                  "overflows).")
 
 
 def _load_progress():

@@ -62,8 +62,9 @@ class Sample:
                               "tooltip": "Classifier-free guidance scale (3.5 by the authors); <= 1 turns guidance off "
                                          "and halves the work."}),
             "seed": ("INT", {"default": d.seed, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                             "tooltip": "Seed of the noise (drawn on the CPU, so the same seed gives the same video "
-                                        "on any device)."}),
+                             "tooltip": "Seed of the noise (drawn on the CPU). Same seed and settings on the same "
+                                        "machine: the same video; on another GPU or the CPU: equal within float "
+                                        "noise (other kernels), not bit for bit."}),
             "pose_weight": ("FLOAT", {"default": d.pose_weight, **weight,
                                       "tooltip": "How strongly the speech moves the whole head (full-frame audio branch)."}),
             "face_weight": ("FLOAT", {"default": d.face_weight, **weight,
@@ -101,6 +102,7 @@ class Sample:
         done = 0
         try:
             for k, clip in enumerate(generate_clips(model.model, codec, face, features, emotion, settings,
+                                                    device=host.compute_device(),
                                                     progress=lambda p: progress.step(p.step))):
                 frames[done:done + clip.shape[0]] = clip.permute(0, 2, 3, 1)
                 done += clip.shape[0]

@@ -36,6 +36,9 @@ class StubHost:
         self.free_memory = 64 << 30
         self.total_memory = 128 << 30
         self.modules: dict[str, types.ModuleType] = {}
+        #: ComfyUI's command-line flags the dtype choice reads, and the kind of GPU it judges
+        self.args = types.SimpleNamespace(force_fp32=False, fp32_unet=False, bf16_unet=False, fp16_unet=False)
+        self.gpu = "ampere"  # or "gtx1660" (fp16 gives NaNs), "pre-pascal"
 
     # ------------------------------------------------------------------ folder_paths
     def _folder_paths(self, models_dir: Path, output_dir: Path) -> types.ModuleType:
@@ -127,8 +130,50 @@ class StubHost:
         mm.load_models_gpu = load_models_gpu
         mm.load_model_gpu = lambda m: load_models_gpu([m])
         mm.get_torch_device = lambda: torch.device("cpu")
-        mm.should_use_fp16 = lambda device=None, model_params=0, prioritize_performance=True, manual_cast=False: (
-            device is None or torch.device(device).type != "cpu")
+
+        def gpu(device) -> bool:
+            return device is None or torch.device(device).type != "cpu"
+
+        def should_use_fp16(device=None, model_params=0, prioritize_performance=True, manual_cast=False):
+            if not gpu(device) or host.args.force_fp32:
+                return False
+            return manual_cast if host.gpu == "gtx1660" else host.gpu != "pre-pascal"  # 16xx: fp16 storage only
+
+        def should_use_bf16(device=None, model_params=0, prioritize_performance=True, manual_cast=False):
+            return gpu(device) and not host.args.force_fp32 and host.gpu == "ampere"
+
+        def unet_dtype(device=None, model_params=0, supported_dtypes=(torch.float16, torch.bfloat16, torch.float32),
+                       weight_dtype=None):
+            """ComfyUI 0.3.64's choice, without its fp8 branches: command-line flags first, then the first
+            supported dtype the GPU computes well, then one it can store (computed with manual casts)."""
+            a = host.args
+            for flag, dtype in (("fp32_unet", torch.float32), ("bf16_unet", torch.bfloat16),
+                                ("fp16_unet", torch.float16)):
+                if getattr(a, flag):
+                    return dtype
+            for manual_cast in (False, True):
+                for dt in supported_dtypes:
+                    if dt == torch.float16 and should_use_fp16(device, model_params, manual_cast=manual_cast):
+                        return dt
+                    if dt == torch.bfloat16 and should_use_bf16(device, model_params, manual_cast=manual_cast):
+                        return dt
+            return torch.float32
+
+        def unet_manual_cast(weight_dtype, inference_device, supported_dtypes=(torch.float16, torch.bfloat16,
+                                                                                 torch.float32)):
+            """The dtype ComfyUI's own layers compute in when the weights' dtype cannot (None: the same)."""
+            if weight_dtype in (torch.float32, torch.float64):
+                return None
+            fp16, bf16 = should_use_fp16(inference_device), should_use_bf16(inference_device)
+            if (fp16 and weight_dtype == torch.float16) or (bf16 and weight_dtype == torch.bfloat16):
+                return None
+            for dt in supported_dtypes:
+                if (dt == torch.float16 and fp16) or (dt == torch.bfloat16 and bf16):
+                    return dt
+            return torch.float32
+
+        mm.should_use_fp16, mm.should_use_bf16 = should_use_fp16, should_use_bf16
+        mm.unet_dtype, mm.unet_manual_cast = unet_dtype, unet_manual_cast
         mm.unet_offload_device = lambda: torch.device("cpu")
         mm.intermediate_device = lambda: torch.device("cpu")
         mm.vae_device = lambda: torch.device("cpu")

@@ -61,6 +61,7 @@ def fresh(host):
     host.loads.clear()
     host.interrupt, host.interrupt_after, host.checks = False, None, 0
     host.free_memory, host.total_memory = 64 << 30, 128 << 30
+    host.gpu = "ampere"
     return host
 
 
@@ -308,13 +309,51 @@ def test_sampler_refuses_weights_comfyui_left_off_the_gpu(pack, fresh, basic_run
     assert "--novram" in e.value.hint
 
 
-def test_auto_dtype_follows_comfyui_fp16_judgement_on_cuda(pack, fresh, monkeypatch):
+def test_weights_comfyui_left_behind_in_a_partial_load_are_refused(pack, fresh, monkeypatch):
+    """Low free memory: ComfyUI moves layer after layer until its budget is spent (tests/placement_emulation.py).
+    The first layers are on the GPU, the rest are not: refused up front, naming them, both at load time and
+    when the network is loaded again after a VAE call."""
+    from placement_emulation import move_like_comfy
+
+    host = lib(pack, "nodes.host")
+    net = lib(pack, "emocast.demo.tiny").tiny_net()
+    half = sum(p.numel() * p.element_size() for p in net.parameters()) // 2
+    monkeypatch.setattr(fresh.mm, "get_torch_device", lambda: torch.device("meta"))  # stands in for cuda:0
+    monkeypatch.setattr(fresh.mm, "load_models_gpu", lambda models, **kw: [
+        move_like_comfy(m.model, m.load_device, half) for m in models])
+    patcher = host.manage(net)
+    with pytest.raises(ValueError, match=r"left EmoCASTNet on cpu instead of meta \(\d+ weights, e.g. ") as e:
+        host.load_models([patcher], 0)
+    assert "--novram" in e.value.hint and next(net.parameters()).device.type == "meta"  # the first layer moved
+    codec = host.HostVAECodec(vae=type("CoreVAE", (), {"decode": lambda self, z: z.new_zeros(
+        (z.shape[0], 8 * z.shape[2], 8 * z.shape[3], 3))})(), keep_loaded=[patcher])
+    with pytest.raises(ValueError, match="left EmoCASTNet on cpu instead of meta"):
+        codec.decode(torch.zeros(1, 4, 8, 8))
+
+
+@pytest.mark.parametrize("gpu, flag, want", [
+    ("ampere", None, torch.float16), ("ampere", "force_fp32", torch.float32), ("ampere", "bf16_unet", torch.bfloat16),
+    ("ampere", "fp32_unet", torch.float32), ("gtx1660", None, torch.float32),  # stored fp16, computed fp32 by ComfyUI
+    ("gtx1660", "bf16_unet", torch.float32), ("pre-pascal", None, torch.float32)])
+def test_auto_dtype_is_comfyui_choice_on_cuda(pack, fresh, monkeypatch, gpu, flag, want):
+    host = lib(pack, "nodes.host")
+    fresh.gpu = gpu
+    if flag:
+        monkeypatch.setattr(fresh.args, flag, True)
+    assert host.resolve_dtype("auto", torch.device("cuda", 0)) == want
+    assert host.resolve_dtype("auto") == torch.float32  # the CPU: ComfyUI computes even --bf16-unet weights in fp32
+
+
+def test_named_dtype_is_checked_against_the_gpu(pack, fresh, monkeypatch):
     host = lib(pack, "nodes.host")
     cuda = torch.device("cuda", 0)
-    assert host.resolve_dtype("auto", cuda) == torch.float16 and host.resolve_dtype("auto") == torch.float32  # CPU
-    monkeypatch.setattr(fresh.mm, "should_use_fp16", lambda device=None, **kw: False)  # --force-fp32, GTX 16xx
-    assert host.resolve_dtype("auto", cuda) == torch.float32
-    assert host.resolve_dtype("fp16", cuda) == torch.float16 and host.resolve_dtype("bf16") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    assert host.resolve_dtype("fp16", cuda) == torch.float16 and host.resolve_dtype("fp32", cuda) == torch.float32
+    with pytest.raises(ValueError, match="bf16 needs .* Ampere") as e:
+        host.resolve_dtype("bf16", cuda)
+    assert "auto" in e.value.hint
+    assert host.resolve_dtype("bf16") == torch.bfloat16  # the compute device (CPU here) is what counts
 
 
 def test_nodes_do_not_mutate_inputs(pack, basic_run):

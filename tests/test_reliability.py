@@ -291,14 +291,14 @@ def test_non_finite_latents_name_the_clip_and_step_with_the_precision_hint(tiny_
     net = tiny_net()
     with torch.no_grad():
         net.denoising_unet.conv_out.bias.fill_(float("nan"))  # a damaged weight: every latent becomes NaN
-    with pytest.raises(NonFiniteError, match=r"latents of clip 1 hold \d+ NaN/inf values after step 2 \(fp32\)") as e:
+    with pytest.raises(NonFiniteError, match=r"clip 1 of 1: the network produced \d+ NaN / inf values in fp32 after step 2") as e:
         tiny_case.generate(net=net, steps=2)
     assert "verify-checkpoint" in e.value.hint and isinstance(e.value, InputError)
     half = torch.tensor([1.0, float("inf")], dtype=torch.float16)
-    with pytest.raises(NonFiniteError, match=r"clip 3 hold 1 NaN/inf values after step 7 \(fp16\)") as e:
-        check_finite(half, 2, 7, torch.float16)
-    assert "bf16 or fp32" in e.value.hint
-    check_finite(torch.ones(3), 0, 1)  # finite: nothing
+    with pytest.raises(NonFiniteError, match=r"clip 3 of 4: the VAE produced 1 NaN / inf values in fp16 after step 7") as e:
+        check_finite(half, 2, 4, "the VAE", torch.float16, step=7)
+    assert "bf16" in e.value.hint and "fp32" in e.value.hint
+    check_finite(torch.ones(3), 0, 1, "the network", torch.float32)  # finite: nothing
 
 
 def _rss_mb() -> float:

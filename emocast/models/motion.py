@@ -28,12 +28,32 @@ def sinusoid_table(max_len: int, dim: int) -> torch.Tensor:
 
 
 class PositionalEncoding(nn.Module):
+    """Adds the frame-position table `pe` (a buffer: the checkpoint holds it under this name).
+
+    Hosts that move a model layer by layer (ComfyUI moves only modules with weights) leave this
+    weight-less module where it was, so the table follows the input's device instead: a copy per
+    device, made again when the buffer is replaced or loaded into.
+    """
+
+    #: The placement check (models/placement.py) does not require this module on the compute device.
+    follows_input_device = True
+
     def __init__(self, dim: int, max_len: int = MAX_FRAMES):
         super().__init__()
         self.register_buffer("pe", sinusoid_table(max_len, dim))
+        self._copies: dict[torch.device, tuple[torch.Tensor, int, torch.Tensor]] = {}
+
+    def _table(self, device: torch.device) -> torch.Tensor:
+        if self.pe.device == device:
+            return self.pe
+        source, version, copy = self._copies.get(device, (None, -1, None))
+        if source is not self.pe or version != self.pe._version:
+            copy = self.pe.to(device)
+            self._copies[device] = (self.pe, self.pe._version, copy)
+        return copy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.pe[:, : x.shape[1]]
+        return x + self._table(x.device)[:, : x.shape[1]]
 
 
 class TemporalAttention(Attention):

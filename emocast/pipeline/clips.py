@@ -19,6 +19,7 @@ import torch
 from ..conditioning import AudioFeatures, EmotionConditioning, FaceConditioning, SamplingSettings
 from ..errors import Cancelled, InputError
 from ..models.net import EmoCASTNet
+from ..models.placement import check_placement
 from ..preprocess.audio import stack_neighbours
 from .guards import check_finite
 from .sampler import ClipInputs, sample_clip
@@ -53,12 +54,19 @@ def plan_clips(audio: AudioFeatures, clip_length: int) -> int:
 
 def generate_clips(net: EmoCASTNet, vae, face: FaceConditioning, audio: AudioFeatures,
                    emotion: EmotionConditioning, settings: SamplingSettings, *,
+                   device: Optional[torch.device] = None,
                    progress: Optional[ProgressCallback] = None,
                    should_cancel: Optional[Callable[[], bool]] = None) -> Iterator[torch.Tensor]:
-    """Yield the frames of each clip, [n, 3, H, W] float32 in [0, 1] on the CPU, trimmed to the audio."""
+    """Yield the frames of each clip, [n, 3, H, W] float32 in [0, 1] on the CPU, trimmed to the audio.
+
+    `device`: where to compute (a host passes its compute device; default: where the network's first
+    layer is). Before every clip the whole network must be there (a host may move it between clips,
+    e.g. around VAE calls); otherwise InputError, never a silent run elsewhere.
+    """
     f = settings.clip_length
     clips = plan_clips(audio, f)
-    device, dtype = net.device, net.dtype
+    device, dtype = torch.device(device) if device is not None else net.device, net.dtype
+    check_placement(net, device)
     size = face.size
     if size % 64:
         raise InputError(f"the model resolution must be a multiple of 64, got {size}.")
@@ -79,6 +87,10 @@ def generate_clips(net: EmoCASTNet, vae, face: FaceConditioning, audio: AudioFea
     motion = source.expand(settings.motion_frames, -1, -1, -1)
     emitted = 0
     for k in range(clips):
+        if k:  # the first clip was checked before any work
+            check_placement(net, device, what=f"at clip {k + 1} of {clips}, the EmoCAST network",
+                            why="It was moved after the previous clip (a host unloading it to make room for "
+                                "the VAE, say) and not brought back whole.")
         frames = slice(k * f, (k + 1) * f)
         with torch.no_grad():
             audio_tokens = net.audioproj(stack_neighbours(audio.features, k * f, (k + 1) * f).to(**to))
@@ -97,8 +109,10 @@ def generate_clips(net: EmoCASTNet, vae, face: FaceConditioning, audio: AudioFea
 
         latents = sample_clip(net, vae, clip, noise, steps=settings.steps, cfg_scale=settings.cfg_scale,
                               weights=settings.motion_scale, scheduler=scheduler, callback=on_step)
-        check_finite(latents, k, settings.steps, dtype)
-        video = (vae.decode(latents, batch=settings.vae_batch) / 2 + 0.5).clamp(0, 1).float().cpu()
+        check_finite(latents, k, clips, "the network", dtype, step=settings.steps)
+        video = vae.decode(latents, batch=settings.vae_batch)
+        check_finite(video, k, clips, "the VAE", video.dtype)
+        video = (video / 2 + 0.5).clamp(0, 1).float().cpu()
         # the last motion_frames frames so far: with clips shorter than that, earlier ones fill in
         motion = torch.cat([motion, video[-settings.motion_frames:] * 2 - 1])[-settings.motion_frames:]
         keep = min(f, audio.num_frames - emitted)

@@ -82,39 +82,84 @@ def find_pack(path, pack: Optional[str] = None) -> Path:
                             f"looked in {', '.join(map(str, looked))}.", hint=PACK_HINT)
 
 
+def onnx_providers(device=None) -> tuple[list, int]:
+    """onnxruntime providers and insightface's ctx_id for a torch device.
+
+    None / the CPU: the CPU provider. insightface runs once per image, so a GPU buys little, and a
+    CUDA session keeps a memory pool of its own that ComfyUI can neither see nor free. A CUDA
+    device: its CUDA provider with that device's index (cuda:1 runs on GPU 1), the CPU behind it;
+    the CPU alone, with a warning, when this onnxruntime has no CUDA provider.
+    """
+    import onnxruntime
+
+    device = None if device is None else torch.device(device)
+    if device is None or device.type != "cuda":
+        return ["CPUExecutionProvider"], -1
+    index = device.index if device.index is not None else (torch.cuda.current_device()
+                                                         if torch.cuda.is_available() else 0)
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        log.warning("insightface on the CPU: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu "
+                    "for %s).", device)
+        return ["CPUExecutionProvider"], -1
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], index
+
+
 class FaceAnalyser:
-    """insightface FaceAnalysis over one local pack (detection, recognition, 2d106 landmarks)."""
+    """insightface FaceAnalysis over one local pack (detection, recognition, 2d106 landmarks).
+
+    Runs on `device` (default: the CPU, see onnx_providers) unless `providers` are given.
+    `release()` drops the onnxruntime sessions (a CUDA session's memory with them); the next use
+    loads them again.
+    """
 
     def __init__(self, path, pack: Optional[str] = None, providers=None, det_size: int = 640,
-                 det_thresh: float = 0.5):
+                 det_thresh: float = 0.5, device=None):
         try:
-            import onnxruntime
-            from insightface.app import FaceAnalysis
+            import onnxruntime  # noqa: F401
+            from insightface.app import FaceAnalysis  # noqa: F401
         except ImportError as e:
             raise MissingDependencyError(f"insightface is not installed ({e}); it finds the face and its identity.",
                                          hint="pip install insightface onnxruntime") from e
         self.pack_dir = find_pack(path, pack).resolve()
         if providers is None:
-            available = onnxruntime.get_available_providers()
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        out = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(out):  # 0.7.x prints every model it finds
-                self.app = FaceAnalysis(name=str(self.pack_dir), root=str(self.pack_dir.parent.parent),
-                                        allowed_modules=["detection", "recognition", "landmark_2d_106"],
-                                        providers=providers)
-                self.app.prepare(ctx_id=0, det_thresh=det_thresh, det_size=(det_size, det_size))
-        except AssertionError as e:  # insightface asserts that a detector was found
-            raise MissingModelError(f"the insightface pack {self.pack_dir} has no face detector "
-                                    f"(files: {sorted(p.name for p in self.pack_dir.glob('*.onnx'))}).",
-                                    hint=PACK_HINT) from e
-        log.debug("insightface: %s", out.getvalue().strip())
+            providers, ctx_id = onnx_providers(device)
+        else:
+            ctx_id = (torch.device(device).index or 0) if device is not None else 0
+        self.providers, self.ctx_id, self.det_size, self.det_thresh = list(providers), ctx_id, det_size, det_thresh
+        self._app = self._load()
         if "recognition" not in self.app.models:
             raise MissingModelError(f"the insightface pack {self.pack_dir} has no recognition model.", hint=PACK_HINT)
         rec = Path(self.app.models["recognition"].model_file).name
         if rec == "w600k_r50.onnx":
             log.warning("insightface pack %s embeds faces with %s (buffalo_l); EmoCAST was trained on antelopev2's "
                         "glintr100 embeddings, so identity conditioning will be off. %s", self.pack_dir, rec, PACK_HINT)
+
+    def _load(self):
+        from insightface.app import FaceAnalysis
+
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out):  # 0.7.x prints every model it finds
+                app = FaceAnalysis(name=str(self.pack_dir), root=str(self.pack_dir.parent.parent),
+                                   allowed_modules=["detection", "recognition", "landmark_2d_106"],
+                                   providers=self.providers)
+                app.prepare(ctx_id=self.ctx_id, det_thresh=self.det_thresh, det_size=(self.det_size,) * 2)
+        except AssertionError as e:  # insightface asserts that a detector was found
+            raise MissingModelError(f"the insightface pack {self.pack_dir} has no face detector "
+                                    f"(files: {sorted(p.name for p in self.pack_dir.glob('*.onnx'))}).",
+                                    hint=PACK_HINT) from e
+        log.debug("insightface: %s", out.getvalue().strip())
+        return app
+
+    @property
+    def app(self):
+        if self._app is None:
+            self._app = self._load()
+        return self._app
+
+    def release(self) -> None:
+        """Drop the onnxruntime sessions and their memory (loaded again when next needed)."""
+        self._app = None
 
     def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
         """All faces in a [h, w, 3] uint8 RGB image, largest (box area) first."""
