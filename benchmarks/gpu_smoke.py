@@ -122,7 +122,7 @@ def section_public(device, args, budget: Budget) -> dict:
 
     import conformance_pipeline as cp
     from emocast.demo.tiny import tiny_net, tiny_vae, write_tiny_text_encoder
-    from emocast.emotion.text import load_text_encoder
+    from emocast.models.clip_text import load_text_encoder
     from emocast.pipeline.clips import generate
 
     torch.backends.cuda.matmul.allow_tf32 = False

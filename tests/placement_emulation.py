@@ -83,7 +83,7 @@ def _case(name: str, device, dtype=torch.float32):
 
     import conformance_pipeline as cp
     from emocast.demo.tiny import tiny_net, tiny_vae, write_tiny_text_encoder
-    from emocast.emotion.text import load_text_encoder
+    from emocast.models.clip_text import load_text_encoder
 
     case = CASES / name
     params = json.loads((case / "case.json").read_text())["params"]
