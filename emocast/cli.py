@@ -4,6 +4,7 @@
     python -m emocast generate --image I --audio A --prompt P [--models DIR] --out OUT.mp4
     python -m emocast verify-checkpoint PATH
     python -m emocast convert-checkpoint net.pth --out emocast_fp16.safetensors [--dtype fp16]
+    python -m emocast compare-samplers --image I --audio A --prompt P [--models DIR] [--presets exact,fast]
 
 Errors meant for the user print one line (plus a hint) and exit with status 2.
 """
@@ -23,7 +24,15 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
     d = SamplingSettings()
     g = p.add_argument_group("sampling")
-    g.add_argument("--steps", type=int, default=d.steps, help=f"DDIM steps (default {d.steps})")
+    g.add_argument("--preset", choices=("exact", "balanced", "fast"), default="exact",
+                   help="speed preset (default exact: the authors' DDIM 40 steps; see README 'Speed presets'); "
+                        "--steps / --sampler / --cfg-window / --reuse override its parts")
+    g.add_argument("--steps", type=int, default=None, help=f"denoising steps (default: the preset's, {d.steps} for exact)")
+    g.add_argument("--sampler", choices=("ddim", "dpm++2m", "unipc"), default=None, help="solver (default: the preset's)")
+    g.add_argument("--cfg-window", metavar="START,END", default=None,
+                   help="guide only the steps whose fraction done is in [START, END), e.g. 0,0.5 (default: the preset's)")
+    g.add_argument("--reuse", type=int, default=None,
+                   help="run the whole UNet every N steps, the outer levels only in between (1 = off; default: the preset's)")
     g.add_argument("--cfg", type=float, default=d.cfg_scale, help=f"guidance scale (default {d.cfg_scale})")
     g.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     g.add_argument("--pose-weight", type=float, default=d.pose_weight, help="scale of the full-frame audio branch")
@@ -36,6 +45,29 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
                    help="compute precision (auto: fp16 on CUDA, fp32 on CPU)")
     g.add_argument("--device", default="auto", help="torch device (auto: cuda when available)")
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    """Portrait, speech, emotion and model files (generate and compare-samplers)."""
+    p.add_argument("--image", required=True, help="portrait image (any size; the face is cropped and pasted back)")
+    p.add_argument("--audio", required=True, help="speech audio (wav, mp3, flac, m4a, ...)")
+    emo = p.add_mutually_exclusive_group(required=True)
+    emo.add_argument("--prompt", help='emotion prompt, e.g. "A person is talking with happy emotion."')
+    emo.add_argument("--emotion-schedule", metavar="FILE",
+                     help="emotion keyframes, one per line: '<seconds> [@intensity]: <prompt>'")
+    p.add_argument("--models", default=None, help="ComfyUI-style models folder (default: ComfyUI's, when found)")
+    p.add_argument("--face-index", type=int, default=None, help="which face when there are several (0 = leftmost; "
+                                                                "default: the largest)")
+    p.add_argument("--no-face", choices=("error", "whole image"), default="error",
+                   help="what to do when no face is found (default: error)")
+    m = p.add_argument_group("model files (default: the preferred file of each models sub-folder)")
+    m.add_argument("--checkpoint", help="EmoCAST net (models/emocast/)")
+    m.add_argument("--vae", help="SD VAE (models/vae/)")
+    m.add_argument("--clip", help="CLIP ViT-L/14 text encoder (models/text_encoders/)")
+    m.add_argument("--wav2vec2", help="wav2vec2-base-960h (models/audio_encoders/)")
+    m.add_argument("--landmarker", default="auto",
+                   choices=("auto", "mediapipe tasks", "mediapipe face mesh", "insightface 2d106"),
+                   help="face landmarks for the masks (auto: mediapipe when available)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,27 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=4, help="DDIM steps (default 4)")
 
     p = sub.add_parser("generate", help="generate a talking video from a portrait, speech and an emotion prompt")
-    p.add_argument("--image", required=True, help="portrait image (any size; the face is cropped and pasted back)")
-    p.add_argument("--audio", required=True, help="speech audio (wav, mp3, flac, m4a, ...)")
-    emo = p.add_mutually_exclusive_group(required=True)
-    emo.add_argument("--prompt", help='emotion prompt, e.g. "A person is talking with happy emotion."')
-    emo.add_argument("--emotion-schedule", metavar="FILE",
-                     help="emotion keyframes, one per line: '<seconds> [@intensity]: <prompt>'")
-    p.add_argument("--models", default=None, help="ComfyUI-style models folder (default: ComfyUI's, when found)")
+    _add_inputs(p)
     p.add_argument("--out", required=True, help="output MP4")
     p.add_argument("--no-paste-back", action="store_true", help="write the square crop instead of the full image")
-    p.add_argument("--face-index", type=int, default=None, help="which face when there are several (0 = leftmost; "
-                                                                "default: the largest)")
-    p.add_argument("--no-face", choices=("error", "whole image"), default="error",
-                   help="what to do when no face is found (default: error)")
-    m = p.add_argument_group("model files (default: the preferred file of each models sub-folder)")
-    m.add_argument("--checkpoint", help="EmoCAST net (models/emocast/)")
-    m.add_argument("--vae", help="SD VAE (models/vae/)")
-    m.add_argument("--clip", help="CLIP ViT-L/14 text encoder (models/text_encoders/)")
-    m.add_argument("--wav2vec2", help="wav2vec2-base-960h (models/audio_encoders/)")
-    m.add_argument("--landmarker", default="auto",
-                   choices=("auto", "mediapipe tasks", "mediapipe face mesh", "insightface 2d106"),
-                   help="face landmarks for the masks (auto: mediapipe when available)")
+    _add_sampling_args(p)
+
+    p = sub.add_parser("compare-samplers", help="render the same clip(s) with each speed preset: time, denoiser "
+                                                "passes and PSNR / SSIM / max abs vs exact")
+    _add_inputs(p)
+    p.add_argument("--presets", default="exact,balanced,fast", help="comma-separated presets (exact is the reference)")
+    p.add_argument("--seconds", type=float, default=None, help="use only the first SECONDS of the audio")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the figures as JSON")
     _add_sampling_args(p)
 
     p = sub.add_parser("verify-checkpoint", help="check that a file has the EmoCAST net.pth layout (exit 0 if so)")

@@ -12,12 +12,16 @@ def _device_dtype(device: str, dtype: str):
     return dev, resolve_dtype(dtype, dev)
 
 
-def _settings(args, **overrides):
+def _settings(args, preset: str | None = None, **overrides):
     from .conditioning import SamplingSettings
+    from .pipeline.presets import apply_preset, parse_window
 
-    return SamplingSettings(steps=args.steps, cfg_scale=args.cfg, seed=args.seed, pose_weight=args.pose_weight,
+    knobs = {k: v for k, v in (("steps", args.steps), ("sampler", args.sampler), ("reuse", args.reuse),
+                               ("cfg_window", parse_window(args.cfg_window))) if v is not None}
+    base = SamplingSettings(cfg_scale=args.cfg, seed=args.seed, pose_weight=args.pose_weight,
                             face_weight=args.face_weight, lip_weight=args.lip_weight, clip_length=args.clip_length,
                             vae_batch=args.vae_batch, **overrides)
+    return apply_preset(base, preset or args.preset, **knobs)
 
 
 def _report(info, t0: float) -> None:
@@ -55,9 +59,8 @@ def demo(args):
     return 0
 
 
-def generate(args):
-    """Portrait + speech + emotion -> MP4, every model read from a ComfyUI-style models folder."""
-    import time
+def _load(args):
+    """(Models, emotion) from a ComfyUI-style models folder and the generate-style arguments."""
     from pathlib import Path
 
     from . import model_files as mf
@@ -69,9 +72,8 @@ def generate(args):
     from .preprocess.face import FaceAnalyser
     from .preprocess.landmarks import load_landmarker
     from .preprocess.wav2vec2 import load_wav2vec2
-    from .run import Models, generate_video
+    from .run import Models
 
-    t0 = time.perf_counter()
     models_dir = Path(args.models) if args.models else mf.comfyui_models_dir()
     if models_dir is None or not models_dir.is_dir():
         raise InputError(f"models folder not found: {args.models or '(none given, no ComfyUI models folder found)'}.",
@@ -88,7 +90,6 @@ def generate(args):
         emotion = parse_schedule(path.read_text())
     device, dtype = _device_dtype(args.device, args.dtype)
     net = load_net(mf.find_model(models_dir, mf.EMOCAST, args.checkpoint), dtype=dtype, device=device)
-    size = args.size or 512
     analyser = FaceAnalyser(models_dir / mf.INSIGHTFACE.key)
     tasks = mf.candidates(models_dir, mf.LANDMARKER)
     models = Models(
@@ -99,9 +100,58 @@ def generate(args):
         analyser=analyser,
         landmarker=load_landmarker(args.landmarker, task_file=tasks[0] if tasks else None, analyser=analyser),
     )
+    return models, emotion
+
+
+def generate(args):
+    """Portrait + speech + emotion -> MP4, every model read from a ComfyUI-style models folder."""
+    import time
+
+    from .run import generate_video
+
+    t0 = time.perf_counter()
+    models, emotion = _load(args)
+    size = args.size or 512
     info = generate_video(models, args.image, args.audio, emotion, args.out, _settings(args), size=size,
                           paste_back=not args.no_paste_back, face_index=args.face_index, no_face=args.no_face)
     _report(info, t0)
+    return 0
+
+
+def compare_samplers(args):
+    """Render the same clip(s) with each speed preset; print time, passes and quality vs exact (+ JSON)."""
+    from .compare import compare_rows, format_table, run_presets, write_json
+    from .errors import InputError
+    from .pipeline.presets import PRESET_NAMES
+    from .preprocess.audio import Speech, load_speech
+    from .preprocess.face import CROP_MARGIN, prepare_face
+    from .preprocess.wav2vec2 import extract_features
+
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    unknown = [p for p in presets if p not in PRESET_NAMES]
+    if unknown or not presets:
+        raise InputError(f"unknown preset(s) {', '.join(unknown) or '(none)'}.", hint=f"Use {','.join(PRESET_NAMES)}.")
+    models, emotion = _load(args)
+    settings = _settings(args, preset="exact")
+    speech = load_speech(args.audio)
+    if args.seconds:
+        speech = Speech(speech.samples[:max(1, int(args.seconds * speech.sample_rate))], speech.sample_rate)
+    from PIL import Image
+
+    face = prepare_face(Image.open(args.image), models.analyser, models.landmarker, size=args.size or 512,
+                        crop_margin=CROP_MARGIN, face_index=args.face_index, no_face=args.no_face)
+    features = extract_features(models.wav2vec2, speech, clip_length=settings.clip_length)
+    conditioning = models.text.encode(emotion)
+    knobs = {k: getattr(settings, k) for k in ("sampler", "steps", "cfg_window", "reuse")
+             if getattr(args, k, None) is not None}
+    results = run_presets(models.net, models.vae, face, features, conditioning, settings, presets, overrides=knobs)
+    rows = compare_rows(results, presets)
+    print(f"{features.num_frames} frames at {face.size} px, {len(results[0].frames)} compared per preset")
+    print(format_table(rows))
+    if args.json:
+        write_json(args.json, {"frames": features.num_frames, "size": face.size,
+                                      "presets": {r["preset"]: r for r in rows}})
+        print(f"wrote {args.json}")
     return 0
 
 

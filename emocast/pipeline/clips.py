@@ -20,7 +20,7 @@ from ..conditioning import AudioFeatures, EmotionConditioning, FaceConditioning,
 from ..errors import Cancelled, InputError
 from ..models.net import EmoCASTNet
 from ..preprocess.wav2vec2 import stack_neighbours
-from .sampler import ClipInputs, sample_clip
+from .sampler import ClipInputs, SampleStats, sample_clip
 from .scheduler import DDIMZeroSNR
 
 
@@ -53,8 +53,10 @@ def plan_clips(audio: AudioFeatures, clip_length: int) -> int:
 def generate_clips(net: EmoCASTNet, vae, face: FaceConditioning, audio: AudioFeatures,
                    emotion: EmotionConditioning, settings: SamplingSettings, *,
                    progress: Optional[ProgressCallback] = None,
-                   should_cancel: Optional[Callable[[], bool]] = None) -> Iterator[torch.Tensor]:
-    """Yield the frames of each clip, [n, 3, H, W] float32 in [0, 1] on the CPU, trimmed to the audio."""
+                   should_cancel: Optional[Callable[[], bool]] = None,
+                   stats: Optional[SampleStats] = None) -> Iterator[torch.Tensor]:
+    """Yield the frames of each clip, [n, 3, H, W] float32 in [0, 1] on the CPU, trimmed to the audio
+    (`stats`, when given, sums what the denoiser did)."""
     f = settings.clip_length
     clips = plan_clips(audio, f)
     device, dtype = net.device, net.dtype
@@ -95,7 +97,9 @@ def generate_clips(net: EmoCASTNet, vae, face: FaceConditioning, audio: AudioFea
                 progress(Progress(k * settings.steps + i + 1, total, k, clips))
 
         latents = sample_clip(net, vae, clip, noise, steps=settings.steps, cfg_scale=settings.cfg_scale,
-                              weights=settings.motion_scale, scheduler=scheduler, callback=on_step)
+                              weights=settings.motion_scale, scheduler=scheduler, callback=on_step,
+                              sampler=settings.sampler, cfg_window=settings.cfg_window, reuse=settings.reuse,
+                              stats=stats)
         video = (vae.decode(latents, batch=settings.vae_batch) / 2 + 0.5).clamp(0, 1).float().cpu()
         # the last motion_frames frames so far: with clips shorter than that, earlier ones fill in
         motion = torch.cat([motion, video[-settings.motion_frames:] * 2 - 1])[-settings.motion_frames:]
