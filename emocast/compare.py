@@ -109,14 +109,21 @@ def compare_rows(results: list[PresetResult], presets: list[str]) -> list[dict]:
 
 
 def write_json(path, data: dict) -> None:
-    """Write `data` as JSON to a temporary name, then rename (no half-written file on failure)."""
+    """Write `data` as JSON to a temporary name, then rename (no half-written file on failure); inf -> null."""
     import json
     import os
     from pathlib import Path
 
+    def clean(x):  # inf (identical frames) / nan are not JSON: null
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return None if isinstance(x, float) and not math.isfinite(x) else x
+
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=lambda x: None if x != x else str(x)), encoding="utf-8")
+    tmp.write_text(json.dumps(clean(data), indent=1), encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -154,3 +154,57 @@ def test_tiny_net_solver_is_closer_to_a_200_step_reference_than_ddim(tiny_case, 
 def test_settings_replace_keeps_the_knobs():
     s = replace(SamplingSettings(), sampler="unipc", cfg_window=(0.1, 0.6), reuse=3)
     assert (s.sampler, s.cfg_window, s.reuse) == ("unipc", (0.1, 0.6), 3)
+
+
+def test_presets_expand_and_the_cli_knobs_override_them():
+    from emocast.cli import build_parser
+    from emocast.commands import _settings
+    from emocast.pipeline.presets import SPEED_PRESETS, apply_preset
+
+    assert apply_preset(SamplingSettings(), "exact") == SamplingSettings()  # exact is the authors' default
+    fast = apply_preset(SamplingSettings(seed=7), "fast")
+    assert (fast.sampler, fast.steps, fast.reuse, fast.seed) == ("dpm++2m", SPEED_PRESETS["fast"]["steps"], 2, 7)
+    with pytest.raises(ConfigError, match="unknown speed preset"):
+        apply_preset(SamplingSettings(), "turbo")
+    base = ["generate", "--image", "i", "--audio", "a", "--prompt", "p", "--out", "o.mp4"]
+    args = build_parser().parse_args(base + ["--preset", "balanced", "--steps", "12", "--cfg-window", "0.1,0.7"])
+    s = _settings(args)
+    assert (s.sampler, s.steps, s.cfg_window, s.reuse) == ("dpm++2m", 12, (0.1, 0.7), 1)
+    assert _settings(build_parser().parse_args(base)) == SamplingSettings()
+    with pytest.raises(ConfigError, match="START,END"):
+        _settings(build_parser().parse_args(base + ["--cfg-window", "half"]))
+
+
+def test_ssim_and_psnr_on_known_frames():
+    from emocast.compare import psnr, ssim
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 32, 32, generator=g)
+    assert ssim(a, a) == pytest.approx(1.0) and psnr(a, a) == float("inf")
+    b = (a + 0.1).clamp(0, 1)
+    assert psnr(a, a + 0.1) == pytest.approx(20.0, abs=1e-6)  # mse 0.01
+    assert 0.5 < ssim(a, b) < 1.0 and ssim(a, torch.rand(2, 3, 32, 32, generator=g)) < 0.2
+
+
+@pytest.mark.slow
+def test_compare_samplers_on_the_exported_tiny_models(tmp_path):
+    import json
+
+    from conftest import ROOT, run_cli
+    from emocast.demo.models import export_models
+
+    export_models(tmp_path / "models")
+    out = run_cli("compare-samplers", "--image", ROOT / "emocast/demo/assets/portrait_astronaut_512.png",
+                  "--audio", ROOT / "emocast/demo/assets/speech_en_16k.wav", "--prompt", "A person is talking.",
+                  "--models", tmp_path / "models", "--size", "64", "--seconds", "0.08", "--clip-length", "2",
+                  "--json", tmp_path / "c.json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads((tmp_path / "c.json").read_text())["presets"]
+    assert list(rows) == ["exact", "balanced", "fast"]
+    for r in rows.values():
+        assert {"denoise_s", "total_s", "denoiser_passes", "psnr_vs_exact", "max_abs_vs_exact"} <= set(r)
+        assert r["total_s"] >= r["denoise_s"] > 0
+    assert rows["exact"]["denoiser_passes"] == 80 and rows["exact"]["max_abs_vs_exact"] == 0
+    assert rows["fast"]["denoiser_passes"] < rows["balanced"]["denoiser_passes"] < 80
+    assert 5 < rows["fast"]["psnr_vs_exact"] < 100 and rows["fast"]["denoise_s"] < rows["exact"]["denoise_s"]
+    assert "PSNR" in out.stdout and "fast" in out.stdout

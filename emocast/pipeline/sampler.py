@@ -91,6 +91,18 @@ def guided_steps(steps: int, window: tuple[float, float]) -> list[bool]:
     return [start <= i / steps < end for i in range(steps)]
 
 
+def step_plan(steps: int, cfg: bool, window: tuple[float, float], reuse: int) -> list[tuple[bool, bool]]:
+    """(guided, shallow) per step. A shallow step reuses the deep features of the last full step; a
+    full step comes every `reuse` steps and whenever the batch changes (guided <-> conditional-only)."""
+    guided = guided_steps(steps, window) if cfg else [False] * steps
+    plan, last_full = [], -steps
+    for i, g in enumerate(guided):
+        shallow = reuse > 1 and i > 0 and guided[i - 1] == g and i - last_full < reuse
+        last_full = last_full if shallow else i
+        plan.append((g, shallow))
+    return plan
+
+
 def prepare_clip(net: EmoCASTNet, vae, clip: ClipInputs, cfg: bool):
     """(conditional context, unconditional context, reference bank) of one clip."""
     halves, f = (2 if cfg else 1), clip.frames
@@ -143,20 +155,17 @@ def sample_clip(net: EmoCASTNet, vae, clip: ClipInputs, noise: torch.Tensor, *, 
     solver = make_solver(sampler, steps, scheduler)
     ctx_cond, ctx_uncond, bank = prepare_clip(net, vae, clip, cfg)
     inputs: dict[bool, DenoiseInputs] = {}  # guided / conditional-only, built when first needed
-    guided_at = guided_steps(steps, cfg_window) if cfg else [False] * steps
+    plan = step_plan(steps, cfg, cfg_window, reuse)
 
     timer = _Timer(noise.device) if stats is not None else None
-    latents, previous, last_full = noise.float(), None, -steps
+    latents = noise.float()
     for i, t in enumerate(solver.timesteps):
-        guided = guided_at[i]
+        guided, shallow = plan[i]
         if guided not in inputs:
             inputs[guided] = denoise_inputs(clip, ctx_cond, ctx_uncond, weights, bank, guided, reuse > 1)
         step_inputs = inputs[guided]
-        shallow = step_inputs.reuse is not None and guided == previous and i - last_full < reuse
         if step_inputs.reuse is not None:
             step_inputs.reuse.shallow = shallow
-        last_full = last_full if shallow else i
-        previous = guided
         n = 2 if guided else 1
         v = net.denoising_unet(latents.repeat(n, 1, 1, 1).to(dtype), torch.tensor(t, device=latents.device),
                                step_inputs).float()
