@@ -77,7 +77,7 @@ class Sample:
                                              "authors, giving their exact frames; more is slightly faster on a GPU "
                                              "and changes pixels by float noise only."}),
         }, "optional": {
-            "preset": (PRESET_NAMES, {"default": "exact", "tooltip": PRESET_TOOLTIP}),
+            "preset": (list(PRESET_NAMES), {"default": "exact", "tooltip": PRESET_TOOLTIP}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def sample(self, model, vae, face, audio_features, emotion, steps, cfg, seed, pose_weight, face_weight,
@@ -131,7 +131,7 @@ class SampleAdvanced(Sample):
         spec = super().INPUT_TYPES()
         spec.pop("optional")
         spec["required"].update({
-            "sampler": (SAMPLERS, {"default": "ddim", "tooltip": "ddim: the authors' solver (their frames at 40 "
+            "sampler": (list(SAMPLERS), {"default": "ddim", "tooltip": "ddim: the authors' solver (their frames at 40 "
                                    "steps). dpm++2m / unipc: multistep solvers for the same schedule, close to "
                                    "ddim-40 in 10-20 steps."}),
             "cfg_start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05,
