@@ -109,7 +109,7 @@ def test_shallow_call_on_its_own_deep_features_equals_the_full_call(tiny_case, c
         assert inputs.reuse.deep is not None
         inputs.reuse.shallow = True
         shallow = unet(x, t, inputs)
-        other = unet(x, torch.tensor(999), inputs)  # the outer levels do see the new timestep
+        other = unet(x * 0.5, t, inputs)  # the outer levels do see new latents
     assert (shallow - full).abs().max() < 1e-5 * full.abs().max()
     assert (other - full).abs().max() > 1e-3 * full.abs().max()
 
@@ -138,10 +138,13 @@ def test_window_and_reuse_count_passes(tiny_case):
 
 @pytest.mark.slow
 def test_tiny_net_solver_is_closer_to_a_200_step_reference_than_ddim(tiny_case, clip_parts):
-    """The real tiny network at 128 px: DPM++ error to DDIM-200 shrinks with steps and beats DDIM-10."""
+    """The real tiny network at 128 px (2 frames): DPM++ error to DDIM-200 shrinks with steps and beats DDIM-10."""
     from emocast.pipeline.sampler import sample_clip
 
     clip, noise = clip_parts[:2]
+    f = 2  # two frames keep 200 steps affordable
+    clip = replace(clip, text=clip.text[:f], face_features=clip.face_features[:f], audio=clip.audio[:f])
+    noise = noise[:f]
     kw = dict(cfg_scale=tiny_case.settings.cfg_scale, weights=tiny_case.settings.motion_scale)
     run = lambda name, n: sample_clip(tiny_case.net, tiny_case.vae, clip, noise, steps=n, sampler=name, **kw)  # noqa: E731
     ref = run("ddim", 200)
