@@ -144,7 +144,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     net, vae = build(args.tiny, device, dtype)
     clip, noise = clip_inputs(net, size, frames, device, dtype)
-    print(f"{'tiny' if args.tiny else 'real-size'} Net on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"{'tiny' if args.tiny else 'real-size'} Net on {where}, "
           f"{size} px, {frames} frames, {str(dtype).removeprefix('torch.')}, built in {time.perf_counter() - t0:.1f} s",
           flush=True)
     base = SamplingSettings(clip_length=frames, vae_batch=args.vae_batch)

@@ -27,12 +27,16 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", choices=("exact", "balanced", "fast"), default="exact",
                    help="speed preset (default exact: the authors' DDIM 40 steps; see README 'Speed presets'); "
                         "--steps / --sampler / --cfg-window / --reuse override its parts")
-    g.add_argument("--steps", type=int, default=None, help=f"denoising steps (default: the preset's, {d.steps} for exact)")
-    g.add_argument("--sampler", choices=("ddim", "dpm++2m", "unipc"), default=None, help="solver (default: the preset's)")
+    g.add_argument("--steps", type=int, default=None,
+                   help=f"denoising steps (default: the preset's, {d.steps} for exact)")
+    g.add_argument("--sampler", choices=("ddim", "dpm++2m", "unipc"), default=None,
+                   help="solver (default: the preset's)")
     g.add_argument("--cfg-window", metavar="START,END", default=None,
-                   help="guide only the steps whose fraction done is in [START, END), e.g. 0,0.5 (default: the preset's)")
+                   help="guide only the steps whose fraction done is in [START, END), e.g. 0,0.5 "
+                        "(default: the preset's)")
     g.add_argument("--reuse", type=int, default=None,
-                   help="run the whole UNet every N steps, the outer levels only in between (1 = off; default: the preset's)")
+                   help="run the whole UNet every N steps, the outer levels only in between "
+                        "(1 = off; default: the preset's)")
     g.add_argument("--cfg", type=float, default=d.cfg_scale, help=f"guidance scale (default {d.cfg_scale})")
     g.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     g.add_argument("--pose-weight", type=float, default=d.pose_weight, help="scale of the full-frame audio branch")
