@@ -156,9 +156,10 @@ class SampleAdvanced(Sample):
 
 
 PRESET_TOOLTIP = ("Speed: exact = the authors' DDIM with guidance at every step (their frames; uses the steps "
-                  "widget). balanced = DPM-Solver++ 2M, 14 steps, guidance on the first 60% of them (~3x faster). "
-                  "fast = 8 steps, guidance on the first half, deep features reused every other step (~8x). "
-                  "balanced and fast bring their own step count; EmoCAST Sample (Advanced) sets each knob.")
+                  "widget). balanced = DPM-Solver++ 2M, 14 steps, guidance on the first 60% of them. "
+                  "fast = 6 steps, guidance on the first half, deep features reused every other step. "
+                  "balanced and fast bring their own step count and trade quality for speed (README: Speed presets); "
+                  "EmoCAST Sample (Advanced) sets each knob.")
 
 NODE_CLASS_MAPPINGS = {"EmoCAST_Sample": Sample, "EmoCAST_SampleAdvanced": SampleAdvanced}
 NODE_DISPLAY_NAME_MAPPINGS = {"EmoCAST_Sample": "EmoCAST Sample", "EmoCAST_SampleAdvanced": "EmoCAST Sample (Advanced)"}

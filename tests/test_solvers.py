@@ -56,6 +56,12 @@ def test_unknown_knobs_are_config_errors():
         SamplingSettings(reuse=0)
 
 
+def generate_with_stats(tc, stats, **overrides):
+    from emocast.pipeline.clips import generate
+
+    return generate(tc.net, tc.vae, tc.face, tc.audio, tc.emotion, replace(tc.settings, **overrides), stats=stats)
+
+
 @pytest.fixture(scope="module")
 def clip_parts(tiny_case):
     """One clip's inputs, captured from the clip loop, and its reference bank."""
@@ -119,7 +125,7 @@ def test_default_settings_are_the_authors_ddim_loop(tiny_case):
     from emocast.pipeline.sampler import SampleStats
 
     stats = SampleStats()
-    out = tiny_case.generate(stats=stats)
+    out = generate_with_stats(tiny_case, stats)
     assert (out - tiny_case.golden).abs().max() < 5e-3
     assert stats.passes == 2 * tiny_case.settings.steps and stats.shallow_passes == 0 and stats.denoise_s > 0
 
@@ -130,7 +136,7 @@ def test_window_and_reuse_count_passes(tiny_case):
     assert guided_steps(8, (0.0, 0.5)) == [True] * 4 + [False] * 4
     assert guided_steps(4, (0.0, 1.0)) == [True] * 4
     stats = SampleStats()
-    out = tiny_case.generate(stats=stats, sampler="dpm++2m", steps=8, cfg_window=(0.0, 0.5), reuse=2)
+    out = generate_with_stats(tiny_case, stats, sampler="dpm++2m", steps=8, cfg_window=(0.0, 0.5), reuse=2)
     # guided full, guided shallow, ... then the switch to conditional-only forces a full call
     assert stats.passes == 4 * 2 + 4 and stats.shallow_passes == 2 * 2 + 2
     assert torch.isfinite(out).all() and out.shape == tiny_case.golden.shape

@@ -16,7 +16,7 @@ from ..errors import ConfigError
 SPEED_PRESETS: dict[str, dict] = {
     "exact": dict(sampler="ddim", steps=40, cfg_window=(0.0, 1.0), reuse=1),
     "balanced": dict(sampler="dpm++2m", steps=14, cfg_window=(0.0, 0.6), reuse=1),
-    "fast": dict(sampler="dpm++2m", steps=8, cfg_window=(0.0, 0.5), reuse=2),
+    "fast": dict(sampler="dpm++2m", steps=6, cfg_window=(0.0, 0.5), reuse=2),
 }
 PRESET_NAMES = tuple(SPEED_PRESETS)
 
