@@ -8,6 +8,10 @@ Scenarios, each in a fresh subprocess so peak RSS is its own:
   realsize  the real-size architecture (2.49 B-parameter Net, SD VAE shapes; weights zero, values do
             not matter for speed) at --size px, --clip-length frames, --steps steps, CFG, on the CPU.
   gpu       (CUDA only) real size at 512 px, 16 frames, fp16.
+  presets   each speed preset (exact / balanced / fast): on the tiny PUBLIC case, run in full (denoiser
+            seconds, passes, PSNR / max abs vs exact); at real size on the CPU, the cost of one call of
+            each kind (guided / conditional-only, full / shallow) times the preset's step plan
+            (a full 40-step run is too long there). benchmarks/bench_gpu_presets.py runs them on a GPU.
 Reported per scenario: seconds per denoising step (one CFG-batched denoiser call + DDIM step),
 ReferenceNet / VAE times, end-to-end seconds per generated second of video (25 fps), peak RSS (and
 peak CUDA memory). With --oracle-* the authors' own pipeline (shared tools/oracle/bench.py) runs
@@ -26,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def peak_rss_mib() -> float:
@@ -144,6 +149,80 @@ def worker_realsize(args, device="cpu", dtype_name="fp32") -> dict:
             "net_params": sum(p.numel() for p in net.parameters()), **rec}
 
 
+def _realsize_parts(args, device="cpu", dtype_name="fp32"):
+    """Real-size Net (zero weights) and one clip's sampler inputs (benchmarks/bench_gpu_presets.py builds them)."""
+    import torch
+
+    import bench_gpu_presets as gp
+
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
+    net, vae = gp.build(False, torch.device(device), dtype)
+    clip, noise = gp.clip_inputs(net, args.size, args.clip_length, torch.device(device), dtype)
+    return net, vae, clip, noise
+
+
+def worker_presets(args) -> dict:
+    """Tiny: every preset run in full. Real size (CPU): per-call cost x each preset's step plan."""
+    import torch
+
+    from emocast.compare import psnr
+    from emocast.pipeline.presets import SPEED_PRESETS, apply_preset
+    from emocast.pipeline.sampler import SampleStats, denoise_inputs, prepare_clip, step_plan
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import conformance_pipeline as cp
+
+    from emocast.demo.tiny import tiny_net, tiny_vae, write_tiny_text_encoder
+    from emocast.emotion.text import load_text_encoder
+    from emocast.pipeline.clips import generate
+
+    case = ROOT / "tests/fixtures/cases/PUBLIC"
+    params = json.loads((case / "case.json").read_text())["params"]
+    net, vae = tiny_net(), tiny_vae()
+    text = load_text_encoder(write_tiny_text_encoder(Path(args.tmp) / "te"))
+    face, audio = cp.case_inputs(case, params)
+    emotion = text.encode(params["prompt_emo"])
+    base = cp.case_settings(params)
+    tiny, exact = {}, None
+    for name in SPEED_PRESETS:
+        stats = SampleStats()
+        video = generate(net, vae, face, audio, emotion, apply_preset(base, name), stats=stats)
+        exact = video if exact is None else exact
+        tiny[name] = {"denoise_s": stats.denoise_s, "passes": stats.passes, "shallow_passes": stats.shallow_passes,
+                      "psnr_vs_exact": psnr(video, exact), "max_abs_vs_exact": float((video - exact).abs().max())}
+
+    net, vae, clip, noise = _realsize_parts(args)
+    ctx_c, ctx_u, bank = prepare_clip(net, vae, clip, cfg=True)
+    cost = {}
+    with torch.no_grad():
+        for guided in (True, False):
+            inputs = denoise_inputs(clip, ctx_c, ctx_u, (1.0, 1.0, 1.0), bank, guided, reuse=True)
+            x = noise.repeat(2 if guided else 1, 1, 1, 1)
+            for shallow in (False, True):
+                inputs.reuse.shallow = shallow
+                t0 = time.perf_counter()
+                net.denoising_unet(x, torch.tensor(999), inputs)
+                cost[guided, shallow] = time.perf_counter() - t0
+    real = {}
+    for name, knobs in SPEED_PRESETS.items():
+        plan = step_plan(knobs["steps"], True, knobs["cfg_window"], knobs["reuse"])
+        real[name] = {"est_denoise_s": sum(cost[step] for step in plan), "steps": knobs["steps"]}
+    return {"scenario": "presets", "threads": torch.get_num_threads(), "tiny": tiny, "realsize": real,
+            "realsize_call_s": {f"{'guided' if g else 'cond'}-{'shallow' if sh else 'full'}": c
+                                for (g, sh), c in cost.items()}, "size": args.size, "clip_length": args.clip_length}
+
+
+def print_presets(r: dict) -> None:
+    print(f"  speed presets (tiny PUBLIC case in full; real size {r['size']} px x {r['clip_length']} frames on the "
+          f"CPU: per-call cost {', '.join(f'{k} {v:.1f} s' for k, v in r['realsize_call_s'].items())} x step plan)")
+    tiny_exact, real_exact = r["tiny"]["exact"]["denoise_s"], r["realsize"]["exact"]["est_denoise_s"]
+    for name, t in r["tiny"].items():
+        e = r["realsize"][name]
+        print(f"    {name:9s} tiny {t['denoise_s']:6.2f} s ({tiny_exact / t['denoise_s']:.2f}x), {t['passes']} passes, "
+              f"PSNR {t['psnr_vs_exact']:.1f} dB, max abs {t['max_abs_vs_exact']:.3f} | real size est. "
+              f"{e['est_denoise_s']:.0f} s per clip ({real_exact / e['est_denoise_s']:.2f}x)")
+
+
 def run_worker(name: str, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", name, "--threads", str(args.threads), "--size", str(args.size),
            "--clip-length", str(args.clip_length), "--steps", str(args.steps), "--cfg", str(args.cfg),
@@ -169,7 +248,7 @@ def run_oracle(args) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["tiny", "realsize", "gpu"])
+    ap.add_argument("--only", choices=["tiny", "realsize", "gpu", "presets"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--clip-length", type=int, default=8)
@@ -191,18 +270,21 @@ def main():
         import torch
 
         torch.set_num_threads(args.threads)
-        rec = {"tiny": worker_tiny, "realsize": worker_realsize,
+        rec = {"tiny": worker_tiny, "realsize": worker_realsize, "presets": worker_presets,
                "gpu": lambda a: worker_realsize(a, "cuda", "fp16")}[args.worker](args)
         print(json.dumps(rec))
         return
 
     import torch
 
-    names = [args.only] if args.only else ["tiny", "realsize"] + (["gpu"] if torch.cuda.is_available() else [])
+    names = [args.only] if args.only else ["tiny", "realsize", "presets"] + (["gpu"] if torch.cuda.is_available() else [])
     results = {n: run_worker(n, args) for n in names}
     oracle = run_oracle(args) if args.oracle_tools else None
     print(f"\nEmoCAST sampler benchmark ({args.threads} threads)")
     for n, r in results.items():
+        if n == "presets":
+            print_presets(r)
+            continue
         print(f"  {r['scenario']:22s} {r['s_per_denoiser_step']:.3f} s/denoiser step, reference "
               f"{sum(r['reference_s']):.2f} s, VAE decode {sum(r['vae_decode_s']):.2f} s, "
               f"{r['s_per_video_second']:.1f} s per second of video, peak RSS {r['peak_rss_mib']:.0f} MiB"

@@ -7,6 +7,7 @@
     python -m emocast convert-checkpoint net.pth --out emocast_fp16.safetensors [--dtype fp16]
     python -m emocast download-models [--models DIR] [--only net,vae,clip,wav2vec2,insightface,landmarker]
     python -m emocast doctor [--models DIR]
+    python -m emocast compare-samplers --image I --audio A --prompt P [--models DIR] [--presets exact,fast]
 
 Errors meant for the user print one line (plus a hint) and exit with status 2.
 """
@@ -26,7 +27,19 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
     d = SamplingSettings()
     g = p.add_argument_group("sampling")
-    g.add_argument("--steps", type=int, default=d.steps, help=f"DDIM steps (default {d.steps})")
+    g.add_argument("--preset", choices=("exact", "balanced", "fast"), default="exact",
+                   help="speed preset (default exact: the authors' DDIM 40 steps; see README 'Speed presets'); "
+                        "--steps / --sampler / --cfg-window / --reuse override its parts")
+    g.add_argument("--steps", type=int, default=None,
+                   help=f"denoising steps (default: the preset's, {d.steps} for exact)")
+    g.add_argument("--sampler", choices=("ddim", "dpm++2m", "unipc"), default=None,
+                   help="solver (default: the preset's)")
+    g.add_argument("--cfg-window", metavar="START,END", default=None,
+                   help="guide only the steps whose fraction done is in [START, END), e.g. 0,0.5 "
+                        "(default: the preset's)")
+    g.add_argument("--reuse", type=int, default=None,
+                   help="run the whole UNet every N steps, the outer levels only in between "
+                        "(1 = off; default: the preset's)")
     g.add_argument("--cfg", type=float, default=d.cfg_scale, help=f"guidance scale (default {d.cfg_scale})")
     g.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     g.add_argument("--pose-weight", type=float, default=d.pose_weight, help="scale of the full-frame audio branch")
@@ -40,6 +53,17 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
                    help="compute precision (auto: fp16 on CUDA where safe, fp32 on GTX 16xx, pre-Pascal GPUs and "
                         "the CPU; bf16 needs an Ampere or newer GPU)")
     g.add_argument("--device", default="auto", help="torch device (auto: cuda when available)")
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    """Portrait, speech, emotion and the models folder (generate and compare-samplers)."""
+    p.add_argument("--image", required=True, help="portrait image (any size; the face is cropped and pasted back)")
+    p.add_argument("--audio", required=True, help="speech audio (wav, mp3, flac, m4a, ...)")
+    emo = p.add_mutually_exclusive_group(required=True)
+    emo.add_argument("--prompt", help='emotion prompt, e.g. "A person is talking with happy emotion."')
+    emo.add_argument("--emotion-schedule", metavar="FILE",
+                     help="emotion keyframes, one per line: '<seconds> [@intensity]: <prompt>'")
+    p.add_argument("--models", default=None, help="ComfyUI-style models folder (default: ComfyUI's, when found)")
 
 
 def _add_face_args(p) -> None:
@@ -74,14 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=4, help="DDIM steps (default 4)")
 
     p = sub.add_parser("generate", help="generate a talking video from a portrait, speech and an emotion prompt")
-    p.add_argument("--image", required=True, help="portrait image (any size; the face is cropped and pasted back)")
-    p.add_argument("--audio", required=True, help="speech audio (wav, mp3, flac, m4a, ...)")
-    emo = p.add_mutually_exclusive_group(required=True)
-    emo.add_argument("--prompt", help='emotion prompt, e.g. "A person is talking with happy emotion."')
-    emo.add_argument("--emotion-schedule", metavar="FILE",
-                     help="emotion keyframes, one per line: '<seconds> [@intensity]: <prompt>'")
-    p.add_argument("--models", default=None, help="ComfyUI-style models folder (default: ComfyUI's, when found)")
+    _add_inputs(p)
     p.add_argument("--out", required=True, help="output MP4")
+    _add_face_args(p)
+    _add_model_args(p)
+    _add_sampling_args(p)
+
+    p = sub.add_parser("compare-samplers", help="render the same clip(s) with each speed preset: time, denoiser "
+                                                "passes and PSNR / SSIM / max abs vs exact")
+    _add_inputs(p)
+    p.add_argument("--presets", default="exact,balanced,fast", help="comma-separated presets (exact is the reference)")
+    p.add_argument("--seconds", type=float, default=None, help="use only the first SECONDS of the audio")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the figures as JSON")
     _add_face_args(p)
     _add_model_args(p)
     _add_sampling_args(p)

@@ -12,12 +12,16 @@ def _device_dtype(device: str, dtype: str):
     return dev, resolve_dtype(dtype, dev)
 
 
-def _settings(args, **overrides):
+def _settings(args, preset: str | None = None, **overrides):
     from .conditioning import SamplingSettings
+    from .pipeline.presets import apply_preset, parse_window
 
-    return SamplingSettings(steps=args.steps, cfg_scale=args.cfg, seed=args.seed, pose_weight=args.pose_weight,
+    knobs = {k: v for k, v in (("steps", args.steps), ("sampler", args.sampler), ("reuse", args.reuse),
+                               ("cfg_window", parse_window(args.cfg_window))) if v is not None}
+    base = SamplingSettings(cfg_scale=args.cfg, seed=args.seed, pose_weight=args.pose_weight,
                             face_weight=args.face_weight, lip_weight=args.lip_weight, clip_length=args.clip_length,
                             vae_batch=args.vae_batch, **overrides)
+    return apply_preset(base, preset or args.preset, **knobs)
 
 
 def _report(info, t0: float) -> None:
@@ -152,6 +156,45 @@ def batch(args):
     from .batch import run_batch
 
     return run_batch(args)
+
+
+def compare_samplers(args):
+    """Render the same clip(s) with each speed preset; print time, passes and quality vs exact (+ JSON)."""
+    from .compare import compare_rows, format_table, run_presets, write_json
+    from .errors import InputError
+    from .pipeline.presets import PRESET_NAMES
+    from .preprocess.audio import Speech, load_speech
+    from .preprocess.face import CROP_MARGIN, prepare_face
+    from .models.wav2vec2 import extract_features
+
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    unknown = [p for p in presets if p not in PRESET_NAMES]
+    if unknown or not presets:
+        raise InputError(f"unknown preset(s) {', '.join(unknown) or '(none)'}.", hint=f"Use {','.join(PRESET_NAMES)}.")
+    emotion = job_emotion(args)
+    device, dtype = _device_dtype(args.device, args.dtype)
+    models = load_models(models_folder(args.models), args, device, dtype)
+    settings = _settings(args, preset="exact")
+    speech = load_speech(args.audio)
+    if args.seconds:
+        speech = Speech(speech.samples[:max(1, int(args.seconds * speech.sample_rate))], speech.sample_rate)
+    from .preprocess.crop import open_image
+
+    face = prepare_face(open_image(args.image), models.analyser, models.landmarker, size=args.size or 512,
+                        crop_margin=CROP_MARGIN, face_index=args.face_index, no_face=args.no_face)
+    features = extract_features(models.wav2vec2, speech, clip_length=settings.clip_length)
+    conditioning = models.text.encode(emotion)
+    knobs = {k: getattr(settings, k) for k in ("sampler", "steps", "cfg_window", "reuse")
+             if getattr(args, k, None) is not None}
+    results = run_presets(models.net, models.vae, face, features, conditioning, settings, presets, overrides=knobs)
+    rows = compare_rows(results, presets)
+    print(f"{features.num_frames} frames at {face.size} px, {len(results[0].frames)} compared per preset")
+    print(format_table(rows))
+    if args.json:
+        write_json(args.json, {"frames": features.num_frames, "size": face.size,
+                                      "presets": {r["preset"]: r for r in rows}})
+        print(f"wrote {args.json}")
+    return 0
 
 
 def verify_checkpoint(args):

@@ -87,6 +87,10 @@ class SamplingSettings:
     vae_batch:   frames decoded per VAE call. 1 decodes frame by frame like the authors (their exact
                  frames); more is a little faster on a GPU and moves pixels by float noise (~1e-5),
                  which the motion-frame feedback of later clips amplifies (~5e-4 after 3 clips).
+    sampler / cfg_window / reuse: the speed knobs (emocast.pipeline.presets): "ddim", "dpm++2m" or
+                 "unipc"; the fraction [start, end) of the steps that use CFG (the others run the
+                 conditional frames only); a full UNet call every `reuse` steps (1 = off). The
+                 defaults are the authors' sampling (the `exact` preset).
     """
 
     steps: int = 40
@@ -98,9 +102,21 @@ class SamplingSettings:
     clip_length: int = 16
     motion_frames: int = 2
     vae_batch: int = 1
+    sampler: str = "ddim"
+    cfg_window: tuple[float, float] = (0.0, 1.0)
+    reuse: int = 1
 
     def __post_init__(self):
         from .errors import ConfigError
+        from .pipeline.solvers import SAMPLERS
+
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.sampler!r}.", hint=f"Use one of {', '.join(SAMPLERS)}.")
+        start, end = self.cfg_window
+        if not 0.0 <= start <= end <= 1.0:
+            raise ConfigError(f"cfg_window must be 0 <= start <= end <= 1, got {start:g}, {end:g}.")
+        if self.reuse < 1:
+            raise ConfigError(f"reuse must be at least 1 (1 = off), got {self.reuse}.")
 
         if self.steps < 1:
             raise ConfigError(f"steps must be at least 1, got {self.steps}.",

@@ -6,6 +6,8 @@ import logging
 import torch
 
 from ..emocast.conditioning import SamplingSettings
+from ..emocast.pipeline.presets import PRESET_NAMES, apply_preset
+from ..emocast.pipeline.solvers import SAMPLERS
 from . import host
 from .types import ANY_VAE, AUDIO_FEATURES, EMOTION, FACE, IMAGE, LOGGER, MODEL, SAMPLING
 
@@ -75,15 +77,23 @@ class Sample:
                                   "tooltip": "Frames decoded per VAE call. 1 (default) decodes frame by frame like the "
                                              "authors, giving their exact frames; more is slightly faster on a GPU "
                                              "and changes pixels by float noise only."}),
+        }, "optional": {
+            "preset": (list(PRESET_NAMES), {"default": "exact", "tooltip": PRESET_TOOLTIP}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def sample(self, model, vae, face, audio_features, emotion, steps, cfg, seed, pose_weight, face_weight,
-               lip_weight, vae_batch, unique_id=None):
-        from ..emocast.pipeline.clips import generate_clips
-
+               lip_weight, vae_batch, preset="exact", unique_id=None):
         settings = SamplingSettings(steps=steps, cfg_scale=cfg, seed=seed, pose_weight=pose_weight,
                                     face_weight=face_weight, lip_weight=lip_weight,
                                     clip_length=audio_features.clip_length, vae_batch=vae_batch)
+        if preset != "exact":  # exact keeps the steps widget; the others bring their own step count
+            settings = apply_preset(settings, preset)
+        return self.run(model, vae, face, audio_features, emotion, settings, unique_id)
+
+    def run(self, model, vae, face, audio_features, emotion, settings: SamplingSettings, unique_id=None):
+        from ..emocast.pipeline.clips import generate_clips
+
+        steps, cfg, seed = settings.steps, settings.cfg_scale, settings.seed
         if host.is_host_vae(vae):
             host.check_host_vae(vae)
         features = audio_features.features
@@ -94,8 +104,9 @@ class Sample:
         codec = host.HostVAECodec(vae, keep_loaded=[net_patcher]) if host.is_host_vae(vae) else vae.model
         clips = audio_features.clips
         total = clips * steps
-        log.info("EmoCAST: %d frames (%.2f s) in %d clips of %d, %d steps each, %d px, cfg %g, seed %d.",
-                 features.num_frames, features.seconds, clips, settings.clip_length, steps, face.size, cfg, seed)
+        log.info("EmoCAST: %d frames (%.2f s) in %d clips of %d, %d steps each (%s), %d px, cfg %g, seed %d.",
+                 features.num_frames, features.seconds, clips, settings.clip_length, steps, settings.sampler,
+                 face.size, cfg, seed)
         progress = host.Progress(total, unique_id)
         frames = torch.empty((features.num_frames, face.size, face.size, 3), dtype=torch.float32,
                              device=host.intermediate_device())
@@ -112,5 +123,45 @@ class Sample:
         return (frames,)
 
 
-NODE_CLASS_MAPPINGS = {"EmoCAST_Sample": Sample}
-NODE_DISPLAY_NAME_MAPPINGS = {"EmoCAST_Sample": "EmoCAST Sample"}
+class SampleAdvanced(Sample):
+    DESCRIPTION = ("EmoCAST Sample with every speed knob: the solver, the steps that use classifier-free guidance "
+                   "and deep-feature reuse (the presets of EmoCAST Sample are set combinations of these). With "
+                   "ddim, a window of 0..1 and reuse 1 it is the authors' sampler.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        spec = super().INPUT_TYPES()
+        spec.pop("optional")
+        spec["required"].update({
+            "sampler": (list(SAMPLERS), {"default": "ddim", "tooltip": "ddim: the authors' solver (their frames at 40 "
+                                   "steps). dpm++2m / unipc: multistep solvers for the same schedule, close to "
+                                   "ddim-40 in 10-20 steps."}),
+            "cfg_start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                                    "tooltip": "Guidance starts at this fraction of the steps (0 = the first)."}),
+            "cfg_end": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                                  "tooltip": "Guidance stops at this fraction of the steps (1 = runs to the end). "
+                                             "Steps outside the window run the conditional frames only: half the "
+                                             "work."}),
+            "reuse": ("INT", {"default": 1, "min": 1, "max": 5,
+                              "tooltip": "Run the whole UNet every N steps and only its outermost level in "
+                                         "between, on the deep features kept from the last full step (1 = off)."}),
+        })
+        return spec
+
+    def sample(self, model, vae, face, audio_features, emotion, steps, cfg, seed, pose_weight, face_weight,
+               lip_weight, vae_batch, sampler="ddim", cfg_start=0.0, cfg_end=1.0, reuse=1, unique_id=None):
+        settings = SamplingSettings(steps=steps, cfg_scale=cfg, seed=seed, pose_weight=pose_weight,
+                                    face_weight=face_weight, lip_weight=lip_weight,
+                                    clip_length=audio_features.clip_length, vae_batch=vae_batch, sampler=sampler,
+                                    cfg_window=(cfg_start, cfg_end), reuse=reuse)
+        return self.run(model, vae, face, audio_features, emotion, settings, unique_id)
+
+
+PRESET_TOOLTIP = ("Speed: exact = the authors' DDIM with guidance at every step (their frames; uses the steps "
+                  "widget). balanced = DPM-Solver++ 2M, 14 steps, guidance on the first 60% of them. "
+                  "fast = 6 steps, guidance on the first half, deep features reused every other step. "
+                  "balanced and fast bring their own step count and trade quality for speed (README: Speed presets); "
+                  "EmoCAST Sample (Advanced) sets each knob.")
+
+NODE_CLASS_MAPPINGS = {"EmoCAST_Sample": Sample, "EmoCAST_SampleAdvanced": SampleAdvanced}
+NODE_DISPLAY_NAME_MAPPINGS = {"EmoCAST_Sample": "EmoCAST Sample", "EmoCAST_SampleAdvanced": "EmoCAST Sample (Advanced)"}

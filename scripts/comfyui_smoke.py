@@ -40,7 +40,7 @@ PACK_PARTS = ("__init__.py", "nodes", "emocast", "web", "example_workflows", "py
               "install.py", "LICENSE", "README.md")
 NODE_IDS = ("EmoCAST_LoadModel", "EmoCAST_LoadVAE", "EmoCAST_LoadTextEncoder", "EmoCAST_EncodeEmotion",
             "EmoCAST_EmotionSchedule", "EmoCAST_LoadFaceAnalysis", "EmoCAST_EncodeFace", "EmoCAST_LoadAudioEncoder",
-            "EmoCAST_EncodeAudio", "EmoCAST_Sample", "EmoCAST_PasteBack")
+            "EmoCAST_EncodeAudio", "EmoCAST_Sample", "EmoCAST_SampleAdvanced", "EmoCAST_PasteBack", "EmoCAST_Doctor")
 SMOKE_VAE = "emocast_smoke_sd_vae_random.safetensors"
 TINY = {"ckpt_name": "emocast_tiny.safetensors", "clip_name": "emocast_tiny_clip.safetensors",
         "wav2vec2": "emocast_tiny_wav2vec2.safetensors", "insightface": "emocast_tiny", "vae_name": SMOKE_VAE,

@@ -21,7 +21,7 @@ from pack_fixtures import (AUDIO_SECONDS, ROOT, TINY_SETTINGS, core_nodes, lib, 
 RELEASED_IDS = [
     "EmoCAST_LoadModel", "EmoCAST_LoadVAE", "EmoCAST_LoadTextEncoder", "EmoCAST_EncodeEmotion",
     "EmoCAST_EmotionSchedule", "EmoCAST_LoadFaceAnalysis", "EmoCAST_EncodeFace", "EmoCAST_LoadAudioEncoder",
-    "EmoCAST_EncodeAudio", "EmoCAST_Sample", "EmoCAST_PasteBack", "EmoCAST_Doctor",
+    "EmoCAST_EncodeAudio", "EmoCAST_Sample", "EmoCAST_SampleAdvanced", "EmoCAST_PasteBack", "EmoCAST_Doctor",
 ]
 CUSTOM_TYPES = {"EMOCAST_MODEL", "EMOCAST_TEXT_ENCODER", "EMOCAST_EMOTION", "EMOCAST_FACE_ANALYSIS", "EMOCAST_FACE",
                 "EMOCAST_AUDIO_ENCODER", "EMOCAST_AUDIO", "EMOCAST_VAE"}

@@ -33,24 +33,33 @@ class ReferenceBank:
 
     halves: 2 with classifier-free guidance (uncond, cond), else 1.
     cfg:    whether half 0 is the unconditional half (which then ignores the reference).
+    cond_only: read by a batch of the conditional half's rows only (a guidance-free step of a CFG
+               clip): those rows see exactly what they see in the CFG batch.
     """
 
     tokens: dict[str, torch.Tensor]
     halves: int
     cfg: bool
+    cond_only: bool = False
 
     def references(self, name: str, rows: int) -> torch.Tensor:
         """[rows, L, C]: the reference tokens each row of a [halves * frames] batch attends to."""
         refs = self.tokens[name][::REFERENCE_ITEMS]  # one reference per half
-        return refs[torch.arange(rows, device=refs.device) % self.halves]
+        first = rows if self.cond_only else 0  # cond-only: rows are the CFG batch's rows f .. 2f - 1
+        return refs[(torch.arange(rows, device=refs.device) + first) % self.halves]
 
     def motion(self, name: str) -> torch.Tensor:
-        """[halves, REFERENCE_ITEMS - 1, L, C]: the motion-frame tokens of each half."""
+        """[halves, REFERENCE_ITEMS - 1, L, C]: the motion-frame tokens of each half (cond-only: the last)."""
         t = self.tokens[name]
-        return t.reshape(self.halves, REFERENCE_ITEMS, *t.shape[1:])[:, 1:]
+        m = t.reshape(self.halves, REFERENCE_ITEMS, *t.shape[1:])[:, 1:]
+        return m[-1:] if self.cond_only else m
 
     def to(self, dtype: torch.dtype) -> "ReferenceBank":
-        return ReferenceBank({k: v.to(dtype) for k, v in self.tokens.items()}, self.halves, self.cfg)
+        return ReferenceBank({k: v.to(dtype) for k, v in self.tokens.items()}, self.halves, self.cfg, self.cond_only)
+
+    def conditional(self) -> "ReferenceBank":
+        """The view a conditional-only batch reads (same tokens; only for a bank written with CFG)."""
+        return ReferenceBank(self.tokens, self.halves, self.cfg, cond_only=self.cfg)
 
 
 class SpatialTransformerBlock(nn.Module):
@@ -82,7 +91,7 @@ class SpatialTransformerBlock(nn.Module):
 
     def _attend_with_reference(self, h: torch.Tensor, x: torch.Tensor, bank: ReferenceBank) -> torch.Tensor:
         refs = bank.references(self.bank_key, h.shape[0])
-        if not bank.cfg:
+        if not bank.cfg or bank.cond_only:
             return self.attn1(h, torch.cat([h, refs], dim=1)) + x
         frames = h.shape[0] // bank.halves
         uncond, cond = h[:frames], h[frames:]

@@ -28,6 +28,16 @@ from .transformer import ReferenceBank, SpatialTransformer, SpatialTransformerBl
 
 
 @dataclass
+class FeatureReuse:
+    """Deep-feature reuse across steps (DeepCache): a full call stores the input of the last up level;
+    a call with `shallow` set runs only conv_in, the first down level and the last up level, on the
+    stored deep features (levels 1-3 and the middle are skipped). Off unless the sampler asks."""
+
+    deep: Optional[torch.Tensor] = None
+    shallow: bool = False
+
+
+@dataclass
 class DenoiseInputs:
     """Everything a denoiser call needs besides the latents and the timestep.
 
@@ -37,6 +47,7 @@ class DenoiseInputs:
     bank:     the ReferenceNet's tokens of this clip.
     frames:   F, frames per CFG half.
     cache:    keys / values of contexts that stay the same at every step of the clip (None: no reuse).
+    reuse:    deep features kept across steps (None: every call runs the whole UNet).
     """
 
     context: torch.Tensor
@@ -45,6 +56,7 @@ class DenoiseInputs:
     bank: ReferenceBank
     frames: int
     cache: Optional[dict] = None
+    reuse: Optional[FeatureReuse] = None
 
 
 def _motion_features(bank: ReferenceBank, key: str, hgt: int, wid: int) -> torch.Tensor:
@@ -208,10 +220,19 @@ class DenoisingUNet(_UNet):
         if inputs.face is not None:
             x = x + inputs.face
         skips = [x]
-        for block in self.down_blocks:
-            x, out = block(x, temb, inputs.context, inputs=inputs)
-            skips += out
-        x = self.mid_block(x, temb, inputs.context, inputs=inputs)
-        for block in self.up_blocks:
-            x, _ = block(x, temb, inputs.context, skips=skips, inputs=inputs)
+        reuse = inputs.reuse
+        if reuse is not None and reuse.shallow:
+            x, out = self.down_blocks[0](x, temb, inputs.context, inputs=inputs)
+            skips += out[:-1]  # the downsampled map only feeds the skipped levels
+            x = reuse.deep
+        else:
+            for block in self.down_blocks:
+                x, out = block(x, temb, inputs.context, inputs=inputs)
+                skips += out
+            x = self.mid_block(x, temb, inputs.context, inputs=inputs)
+            for block in self.up_blocks[:-1]:
+                x, _ = block(x, temb, inputs.context, skips=skips, inputs=inputs)
+            if reuse is not None:
+                reuse.deep = x
+        x, _ = self.up_blocks[-1](x, temb, inputs.context, skips=skips, inputs=inputs)
         return self.conv_out(torch.nn.functional.silu(self.conv_norm_out(x)))

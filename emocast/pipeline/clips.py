@@ -22,7 +22,7 @@ from ..models.net import EmoCASTNet
 from ..models.placement import check_placement
 from ..preprocess.audio import stack_neighbours
 from .guards import check_finite
-from .sampler import ClipInputs, sample_clip
+from .sampler import ClipInputs, SampleStats, sample_clip
 from .scheduler import DDIMZeroSNR
 
 
@@ -56,12 +56,14 @@ def generate_clips(net: EmoCASTNet, vae, face: FaceConditioning, audio: AudioFea
                    emotion: EmotionConditioning, settings: SamplingSettings, *,
                    device: Optional[torch.device] = None,
                    progress: Optional[ProgressCallback] = None,
-                   should_cancel: Optional[Callable[[], bool]] = None) -> Iterator[torch.Tensor]:
+                   should_cancel: Optional[Callable[[], bool]] = None,
+                   stats: Optional[SampleStats] = None) -> Iterator[torch.Tensor]:
     """Yield the frames of each clip, [n, 3, H, W] float32 in [0, 1] on the CPU, trimmed to the audio.
 
     `device`: where to compute (a host passes its compute device; default: where the network's first
     layer is). Before every clip the whole network must be there (a host may move it between clips,
     e.g. around VAE calls); otherwise InputError, never a silent run elsewhere.
+    `stats`, when given, sums what the denoiser did.
     """
     f = settings.clip_length
     clips = plan_clips(audio, f)
@@ -108,7 +110,9 @@ def generate_clips(net: EmoCASTNet, vae, face: FaceConditioning, audio: AudioFea
                 progress(Progress(k * settings.steps + i + 1, total, k, clips))
 
         latents = sample_clip(net, vae, clip, noise, steps=settings.steps, cfg_scale=settings.cfg_scale,
-                              weights=settings.motion_scale, scheduler=scheduler, callback=on_step)
+                              weights=settings.motion_scale, scheduler=scheduler, callback=on_step,
+                              sampler=settings.sampler, cfg_window=settings.cfg_window, reuse=settings.reuse,
+                              stats=stats)
         check_finite(latents, k, clips, "the network", dtype, step=settings.steps)
         video = vae.decode(latents, batch=settings.vae_batch)
         check_finite(video, k, clips, "the VAE", video.dtype)

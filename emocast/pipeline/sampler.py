@@ -10,6 +10,7 @@ Batch layout: CFG halves are [uncond, cond] (uncond first); video frames are fol
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -18,8 +19,9 @@ import torch
 from ..models.audio_attention import AudioDrive
 from ..models.net import EmoCASTNet
 from ..models.transformer import ReferenceBank
-from ..models.unet import DenoiseInputs
+from ..models.unet import DenoiseInputs, FeatureReuse
 from .scheduler import DDIMZeroSNR
+from .solvers import make_solver
 
 log = logging.getLogger("EmoCAST")
 
@@ -68,44 +70,132 @@ def reference_latents(vae, reference: torch.Tensor) -> torch.Tensor:
     return vae.encode(reference)
 
 
-@torch.no_grad()
-def sample_clip(net: EmoCASTNet, vae, clip: ClipInputs, noise: torch.Tensor, *, steps: int, cfg_scale: float,
-                weights: tuple[float, float, float], scheduler: Optional[DDIMZeroSNR] = None,
-                callback: Optional[StepCallback] = None) -> torch.Tensor:
-    """Denoise `noise` [frames, 4, h, w] into clip latents [frames, 4, h, w] (not decoded)."""
-    scheduler = scheduler or DDIMZeroSNR()
-    cfg = cfg_scale > 1.0
-    halves, f = (2 if cfg else 1), clip.frames
-    dtype = net.dtype
+@dataclass
+class SampleStats:
+    """What the denoiser did, summed over the clips it is passed to.
 
+    passes:         CFG halves run through the denoising UNet: a guided step counts 2 (its batch of
+                    two), a conditional-only step 1; feature-reuse steps count too, and again in
+    shallow_passes: the passes that ran only the outer levels on reused deep features.
+    denoise_s:      seconds in the step loops (the ReferenceNet pass and decoding not included).
+    """
+
+    passes: int = 0
+    shallow_passes: int = 0
+    denoise_s: float = 0.0
+
+
+def guided_steps(steps: int, window: tuple[float, float]) -> list[bool]:
+    """Which steps use CFG: step i when start <= i / steps < end (window (0, 1): every step)."""
+    start, end = window
+    return [start <= i / steps < end for i in range(steps)]
+
+
+def step_plan(steps: int, cfg: bool, window: tuple[float, float], reuse: int) -> list[tuple[bool, bool]]:
+    """(guided, shallow) per step. A shallow step reuses the deep features of the last full step; a
+    full step comes every `reuse` steps and whenever the batch changes (guided <-> conditional-only)."""
+    guided = guided_steps(steps, window) if cfg else [False] * steps
+    plan, last_full = [], -steps
+    for i, g in enumerate(guided):
+        shallow = reuse > 1 and i > 0 and guided[i - 1] == g and i - last_full < reuse
+        last_full = last_full if shallow else i
+        plan.append((g, shallow))
+    return plan
+
+
+def prepare_clip(net: EmoCASTNet, vae, clip: ClipInputs, cfg: bool):
+    """(conditional context, unconditional context, reference bank) of one clip."""
+    halves, f = (2 if cfg else 1), clip.frames
     # Text-guided emotive attention context: [77 text ; 4 face] tokens per frame.
     ctx_cond = torch.cat([clip.text, clip.face_cond.expand(f, -1, -1)], dim=1)
     ctx_uncond = torch.cat([clip.text_uncond, clip.face_uncond])
-    context = _halves(ctx_cond, ctx_uncond.expand(f, -1, -1), cfg)
-    face = _halves(clip.face_features, torch.zeros_like(clip.face_features), cfg)
-    drive = AudioDrive(
-        audio=_halves(clip.audio, torch.zeros_like(clip.audio), cfg),
-        emotion=clip.text.repeat(halves, 1, 1),
-        masks={k: [m.expand(halves * f, -1) for m in levels] for k, levels in clip.masks.items()},
-        weights=weights,
-    )
-
     # ReferenceNet: once per clip, batch [r, m1, m2] per half; the context tiles [u, c] over it. With an
     # emotion schedule the clip's middle frame stands for the clip (one keyframe: every frame is the same).
     ref_ctx = torch.stack([ctx_uncond, ctx_cond[f // 2]]) if cfg else ctx_cond[f // 2:f // 2 + 1]
+    dtype = net.dtype
     tokens = net.reference_unet(reference_latents(vae, clip.reference).to(dtype).repeat(halves, 1, 1, 1), ref_ctx)
     # The authors' reader keeps these tokens in float16 even in fp32 runs; bf16 stays bf16.
     # See docs/authors_behaviours.md#b14.
     bank = ReferenceBank(tokens, halves, cfg).to(torch.bfloat16 if dtype == torch.bfloat16 else torch.float16)
-    inputs = DenoiseInputs(context=context, face=face, drive=drive, bank=bank, frames=f, cache={})
+    return ctx_cond, ctx_uncond, bank
 
-    latents = noise
-    for i, t in enumerate(scheduler.timesteps(steps)):
-        v = net.denoising_unet(latents.repeat(halves, 1, 1, 1), torch.tensor(t, device=latents.device), inputs)
-        if cfg:
+
+def denoise_inputs(clip: ClipInputs, ctx_cond, ctx_uncond, weights, bank: ReferenceBank, guided: bool,
+                    reuse: bool) -> DenoiseInputs:
+    """The denoiser's inputs for a [uncond; cond] batch (guided) or the conditional frames only."""
+    halves, f = (2 if guided else 1), clip.frames
+    drive = AudioDrive(
+        audio=_halves(clip.audio, torch.zeros_like(clip.audio), guided),
+        emotion=clip.text.repeat(halves, 1, 1),
+        masks={k: [m.expand(halves * f, -1) for m in levels] for k, levels in clip.masks.items()},
+        weights=weights,
+    )
+    return DenoiseInputs(context=_halves(ctx_cond, ctx_uncond.expand(f, -1, -1), guided),
+                         face=_halves(clip.face_features, torch.zeros_like(clip.face_features), guided),
+                         drive=drive, bank=bank if guided or not bank.cfg else bank.conditional(), frames=f,
+                         cache={}, reuse=FeatureReuse() if reuse else None)
+
+
+@torch.no_grad()
+def sample_clip(net: EmoCASTNet, vae, clip: ClipInputs, noise: torch.Tensor, *, steps: int, cfg_scale: float,
+                weights: tuple[float, float, float], scheduler: Optional[DDIMZeroSNR] = None,
+                callback: Optional[StepCallback] = None, sampler: str = "ddim",
+                cfg_window: tuple[float, float] = (0.0, 1.0), reuse: int = 1,
+                stats: Optional[SampleStats] = None) -> torch.Tensor:
+    """Denoise `noise` [frames, 4, h, w] into clip latents [frames, 4, h, w] float32 (not decoded).
+
+    sampler: "ddim" (the authors'), "dpm++2m" or "unipc" (a fresh solver per clip).
+    cfg_window: with CFG, the fraction of the steps that are guided (`guided_steps`); the others run
+        the conditional frames only, reading the reference bank exactly as the guided batch's
+        conditional half does (the bank is always written with both halves).
+    reuse: a full UNet call every `reuse` steps, the calls between run on its deep features (1: off).
+    Latents, the guidance mix and the solver stay float32 whatever the network's dtype.
+    """
+    cfg = cfg_scale > 1.0
+    dtype = net.dtype
+    solver = make_solver(sampler, steps, scheduler)
+    ctx_cond, ctx_uncond, bank = prepare_clip(net, vae, clip, cfg)
+    inputs: dict[bool, DenoiseInputs] = {}  # guided / conditional-only, built when first needed
+    plan = step_plan(steps, cfg, cfg_window, reuse)
+
+    timer = _Timer(noise.device) if stats is not None else None
+    latents = noise.float()
+    for i, t in enumerate(solver.timesteps):
+        guided, shallow = plan[i]
+        if guided not in inputs:
+            inputs[guided] = denoise_inputs(clip, ctx_cond, ctx_uncond, weights, bank, guided, reuse > 1)
+        step_inputs = inputs[guided]
+        if step_inputs.reuse is not None:
+            step_inputs.reuse.shallow = shallow
+        n = 2 if guided else 1
+        v = net.denoising_unet(latents.repeat(n, 1, 1, 1).to(dtype), torch.tensor(t, device=latents.device),
+                               step_inputs).float()
+        if guided:
             v_uncond, v_cond = v.chunk(2)
             v = v_uncond + cfg_scale * (v_cond - v_uncond)
-        latents = scheduler.step(v, t, latents, steps)
+        latents = solver.step(v, t, latents)
+        if stats is not None:
+            stats.passes += n
+            stats.shallow_passes += n if shallow else 0
         if callback is not None:
             callback(i)
+    if timer is not None:
+        stats.denoise_s += timer.stop()
     return latents
+
+
+class _Timer:
+    """Wall seconds of GPU work too: synchronises once at the start and once at the end, never per step."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self._sync()
+        self.t0 = time.perf_counter()
+
+    def _sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def stop(self) -> float:
+        self._sync()
+        return time.perf_counter() - self.t0
