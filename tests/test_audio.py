@@ -172,7 +172,7 @@ def test_pt_file_and_folded_weight_norm(tmp_path, encoder, speech):
 
 
 def test_missing_model_names_file_place_and_source(tmp_path):
-    with pytest.raises(MissingModelError) as err:
+    with pytest.raises(MissingModelError, match="wav2vec2-base-960h.safetensors") as err:
         load_wav2vec2(tmp_path / "wav2vec2-base-960h.safetensors")
     msg = str(err.value)
     assert "wav2vec2-base-960h.safetensors" in msg and str(tmp_path) in msg and WAV2VEC2_URL in msg
@@ -307,7 +307,7 @@ def test_windowed_encoder_close_to_exact(encoder, speech):
 def test_windowing_settings_are_checked():
     from emocast.errors import ConfigError
 
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="window_s and chunk_s must be > 0"):
         Windowing(window_s=0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="max_exact_s must be >= 0"):
         Windowing(max_exact_s=-1)

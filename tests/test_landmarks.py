@@ -103,7 +103,7 @@ def test_landmarker_argument_errors(tmp_path):
         L.load_landmarker("mediapipe tasks")
     with pytest.raises(InputError, match="needs the face analyser"):
         L.load_landmarker("insightface 2d106")
-    with pytest.raises(MissingModelError) as e:
+    with pytest.raises(MissingModelError, match="face_landmarker.task") as e:
         L.find_task_file(tmp_path)
     assert str(tmp_path / "face_landmarker.task") in str(e.value) and L.TASK_URL in e.value.hint
     (tmp_path / "face_landmarker_v2_with_blendshapes.task").write_bytes(b"")
