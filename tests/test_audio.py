@@ -260,6 +260,10 @@ def test_silence_warns_and_gives_finite_features(encoder, caplog):
         feats = extract_features(encoder, Speech(torch.zeros(16000)))
     assert "silent" in caplog.text and torch.isfinite(feats.features).all()
     assert feats.num_frames == 25 and feats.features.shape == (32, 2, 64)
+    # the normalisation removes a DC offset: a constant signal is exactly silence, speech is not
+    assert torch.equal(extract_features(encoder, Speech(torch.full((16000,), 0.3))).features, feats.features)
+    assert (extract_features(encoder, Speech(torch.sin(torch.arange(16000) * 0.05))).features
+            - feats.features).abs().mean() > 0.01
 
 
 def test_short_and_wrong_rate_speech(encoder):

@@ -199,6 +199,7 @@ def test_missing_insightface_names_the_pip_line(monkeypatch, pack):
     assert e.value.hint == "pip install insightface onnxruntime"
 
 
+@pytest.mark.float_sensitive
 def test_photo_to_the_authors_goldens_with_mediapipe(analyser):
     """Needs mediapipe 0.10.21 (legacy face mesh): the whole photo path lands on the MASKS goldens."""
     mp = pytest.importorskip("mediapipe")

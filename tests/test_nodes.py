@@ -258,6 +258,7 @@ def test_library_vae_gives_the_core_vae_frames(pack, fresh, basic_run):
     assert (frames - outputs[_node(graph, "EmoCAST_Sample")][0]).abs().max() < 1e-4
 
 
+@pytest.mark.slow  # needs the workflow run (basic_run)
 def test_sampler_fails_early_when_memory_is_short(pack, fresh, basic_run):
     graph, outputs, *_ = basic_run
     sample = graph[_node(graph, "EmoCAST_Sample")]["inputs"]
@@ -270,6 +271,7 @@ def test_sampler_fails_early_when_memory_is_short(pack, fresh, basic_run):
         pack.NODE_CLASS_MAPPINGS["EmoCAST_Sample"]().sample(**inputs)
 
 
+@pytest.mark.slow  # needs the workflow run (basic_run)
 @pytest.mark.parametrize("latent", [{"latent_channels": 16}, {"latent_dim": 3, "downscale_ratio": (None, 8, 8)}])
 def test_sampler_refuses_a_vae_of_another_latent_space(pack, fresh, basic_run, latent):
     graph, outputs, *_ = basic_run
@@ -281,6 +283,7 @@ def test_sampler_refuses_a_vae_of_another_latent_space(pack, fresh, basic_run, l
     assert "vae-ft-mse-840000-ema-pruned" in e.value.hint and not fresh.loads  # refused before anything loads
 
 
+@pytest.mark.slow  # needs the workflow run (basic_run)
 def test_sampler_refuses_weights_comfyui_left_off_the_gpu(pack, fresh, basic_run, monkeypatch):
     """--novram: ComfyUI marks the model as loaded on the GPU but leaves plain torch layers where they are."""
     graph, outputs, *_ = basic_run
@@ -302,6 +305,7 @@ def test_auto_dtype_follows_comfyui_fp16_judgement_on_cuda(pack, fresh, monkeypa
     assert host.resolve_dtype("fp16", cuda) == torch.float16 and host.resolve_dtype("bf16") == torch.bfloat16
 
 
+@pytest.mark.slow  # needs the workflow run (basic_run)
 def test_nodes_do_not_mutate_inputs(pack, basic_run):
     graph, outputs, *_ = basic_run
     face, _ = outputs[_node(graph, "EmoCAST_EncodeFace")]

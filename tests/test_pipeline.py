@@ -102,6 +102,8 @@ def test_without_guidance_the_conditional_half_alone_runs(tiny_case):
     assert near < 1e-4 and far > 1e-3, (near, far)
 
 
+@pytest.mark.slow
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_runs_on_cpu(tiny_case, dtype):
     """The fp16 / bf16 paths (as on a user's GPU) run end to end; their frames stay near fp32's."""
