@@ -93,17 +93,20 @@ def test_batched_vae_decode_equals_frame_by_frame(tiny_case):
 
 
 def test_without_guidance_the_conditional_half_alone_runs(tiny_case):
-    """Guidance 1 is the conditional prediction: the two-half CFG path just above 1 lands on it, the
-    case's guidance (3.5) far from it."""
+    """Guidance <= 1 is the conditional half alone (no guidance to scale): 0.5 and 1 give the same
+    frames, the case's guidance (3.5) others (measured mean difference 0.17)."""
     video = tiny_case.generate(cfg_scale=1.0, steps=1)
     assert video.shape == tiny_case.golden.shape
-    near = (tiny_case.generate(cfg_scale=1.0 + 1e-6, steps=1) - video).abs().max()
-    far = (tiny_case.generate(steps=1) - video).abs().mean()
-    assert near < 1e-4 and far > 1e-3, (near, far)
+    assert torch.equal(tiny_case.generate(cfg_scale=0.5, steps=1), video)
+    assert (tiny_case.generate(steps=1) - video).abs().mean() > 0.02
+
+
+#: Mean difference of half-precision frames from fp32's (2 steps), measured: fp16 1.3e-3, bf16 1.0e-2
+#: (AVX512) HALF_DEFAULT; the bounds leave 4x.
+HALF_MEAN = {torch.float16: 5e-3, torch.bfloat16: 0.04}
 
 
 @pytest.mark.slow
-@pytest.mark.float_sensitive
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_runs_on_cpu(tiny_case, dtype):
     """The fp16 / bf16 paths (as on a user's GPU) run end to end; their frames stay near fp32's."""
@@ -112,7 +115,7 @@ def test_half_precision_runs_on_cpu(tiny_case, dtype):
     video = tiny_case.generate(net=tiny_net(dtype=dtype), steps=2)
     ref = tiny_case.generate(steps=2)
     assert video.dtype == torch.float32 and torch.isfinite(video).all()
-    assert (video - ref).abs().mean() < 0.05
+    assert 0 < (video - ref).abs().mean() < HALF_MEAN[dtype]  # > 0: the net really ran in half precision
 
 
 def test_a_one_keyframe_schedule_is_the_single_prompt_exactly(tiny_case):
