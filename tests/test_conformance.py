@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from conftest import FIXTURES
+from floats import STRICT
 
 
 def case_dirs() -> list[Path]:
@@ -75,7 +76,7 @@ def test_the_video_bounds_fail_an_8_bit_round_trip():
     golden = torch.load(FIXTURES / "cases" / "PUBLIC" / "golden" / "video.pt", weights_only=True)
     assert runner.check(video_metrics(golden, golden)) == []
     fails = runner.check(video_metrics(golden.mul(255).round().div(255), golden))
-    assert any("mean abs" in f for f in fails), fails
+    assert any("mean abs" in f for f in fails) or (STRICT and fails), fails
 
 
 @pytest.mark.slow
@@ -90,4 +91,4 @@ def test_the_video_bounds_catch_the_smallest_real_effect(tiny_case):
     finally:
         hook.remove()
     fails = runner.check(video_metrics(video, tiny_case.golden))
-    assert len(fails) == 2, fails
+    assert any("max abs" in f for f in fails) and (STRICT or any("mean abs" in f for f in fails)), fails
