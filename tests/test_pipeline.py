@@ -21,6 +21,7 @@ def test_public_case_is_reproduced_and_deterministic(tiny_case):
     assert torch.equal(first, tiny_case.generate())  # the same process: the same kernels, the same bits
 
 
+@pytest.mark.slow  # several full sampler runs
 def test_progress_ticks_every_step_of_every_clip_and_cancel_leaves_nothing_behind(tiny_case):
     audio = AudioFeatures(torch.cat([tiny_case.audio.features] * 2), num_frames=9)  # 2 clips of 6
     ticks = []
@@ -92,6 +93,7 @@ def test_batched_vae_decode_equals_frame_by_frame(tiny_case):
         assert (tiny_case.vae.decode(latents, batch=batch) - one).abs().max() < 1e-5
 
 
+@pytest.mark.slow  # several full sampler runs
 def test_without_guidance_the_conditional_half_alone_runs(tiny_case):
     """Guidance <= 1 is the conditional half alone (no guidance to scale): 0.5 and 1 give the same
     frames, the case's guidance (3.5) others (measured mean difference 0.17)."""
