@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole test suite (sets up what it needs on the first run):
 #  1. .venv with the requirements + test tools: every test (mediapipe ones skip there: numpy 2);
+#     then the float-sensitive ones (-m float_sensitive) again under ATEN_CPU_CAPABILITY=default:
+#     torch's scalar kernels, what CPUs without AVX2 and other architectures get ("another CPU");
 #  2. .venv-mediapipe with mediapipe 0.10.21 (numpy < 2): the face / landmark / mask tests again, with
 #     the real mediapipe face mesh. Skipped on Python > 3.12 (no such wheel) or with EMOCAST_MEDIAPIPE=0.
 # Extra arguments go to the first pytest run.
@@ -9,6 +11,7 @@ cd "$(dirname "$0")/.."
 EMOCAST_DEV=1 bash scripts/setup_env.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 .venv/bin/python -m pytest "$@"
+ATEN_CPU_CAPABILITY=default .venv/bin/python -m pytest -q -p no:cacheprovider -m float_sensitive
 
 if [ "${EMOCAST_MEDIAPIPE:-1}" = 1 ]; then
   PY=${PYTHON:-python3}

@@ -18,8 +18,12 @@ from safetensors.torch import save_file
 from emocast.demo.tiny import tiny_state_dict
 from emocast.models.wav2vec2 import Windowing, extract_features, load_wav2vec2
 from emocast.preprocess.audio import load_speech, stack_neighbours
+from floats import failures
 
-TOL_EMB = 1e-4
+#: wav2vec2 features against the golden (the conformance package's bound). Measured max abs: 1.4e-6
+#: on the goldens' machine (transformers 5 arithmetic, so never bit-identical: EMOCAST_STRICT=1 keeps
+#: TOL_EMB_HERE), 4.6e-6 under ATEN_CPU_CAPABILITY=default.
+TOL_EMB, TOL_EMB_HERE = 1e-4, 2e-6
 
 
 def _case_model(case_dir: Path, tmp: Path):
@@ -61,5 +65,7 @@ def run_case(case_dir: Path) -> dict:
             "audio_length": feats.num_frames,
             "seq_len": int(feats.features.shape[0]),
         }
-        assert d_emb.max() <= TOL_EMB and d_proc.max() <= TOL_EMB, metrics
+        fails = failures(feats.features, emb, TOL_EMB, strict=TOL_EMB_HERE, what=f"audio_emb[{clip_length}]")
+        fails += failures(ours, processed, TOL_EMB, strict=TOL_EMB_HERE, what=f"audio_emb_processed[{clip_length}]")
+        assert not fails, (fails, metrics)
     return metrics

@@ -16,7 +16,13 @@ from emocast.conditioning import AudioFeatures, FaceConditioning, SamplingSettin
 from emocast.demo.tiny import tiny_net, tiny_vae, write_tiny_text_encoder
 from emocast.models.clip_text import load_text_encoder
 from emocast.pipeline.clips import generate
+from floats import limits
 
+#: Video (values 0..1) against the golden, the conformance package's recommended bounds. Measured with
+#: 2 threads: 0 (bit-identical) on the AMD EPYC AVX512 machine that made the goldens; under
+#: ATEN_CPU_CAPABILITY=default max / mean 7.8e-5 / 8.2e-6 (PUBLIC) up to 1.2e-3 / 4.8e-5 (OWN_MULTI3:
+#: motion frames feed the noise forward); 1 thread instead of 2 (AVX512): up to 8.3e-4 / 3.6e-5. The smallest real effect the package measured (zero-SNR rescale off) is mean
+#: 5.2e-3, 17x VIDEO_MEAN. EMOCAST_STRICT=1: both bounds 0.
 VIDEO_MAX, VIDEO_MEAN, TRACE_MAX = 5e-3, 3e-4, 2e-3
 
 
@@ -66,9 +72,10 @@ def run_case(case: Path, work: Path, net_cache: dict | None = None) -> dict:
 
 
 def check(metrics: dict) -> list[str]:
+    max_bound, mean_bound = limits(VIDEO_MAX, VIDEO_MEAN)
     fails = []
-    if metrics["video_max_abs"] > VIDEO_MAX:
-        fails.append(f"video max abs {metrics['video_max_abs']:.3g} > {VIDEO_MAX}")
-    if metrics["video_mean_abs"] > VIDEO_MEAN:
-        fails.append(f"video mean abs {metrics['video_mean_abs']:.3g} > {VIDEO_MEAN}")
+    if not metrics["video_max_abs"] <= max_bound:
+        fails.append(f"video max abs {metrics['video_max_abs']:.3g} > {max_bound:g}")
+    if mean_bound is not None and not metrics["video_mean_abs"] <= mean_bound:
+        fails.append(f"video mean abs {metrics['video_mean_abs']:.3g} > {mean_bound:g}")
     return fails

@@ -171,7 +171,7 @@ def test_pt_file_and_folded_weight_norm(tmp_path, encoder, speech):
 
 
 def test_missing_model_names_file_place_and_source(tmp_path):
-    with pytest.raises(MissingModelError) as err:
+    with pytest.raises(MissingModelError, match="wav2vec2-base-960h.safetensors") as err:
         load_wav2vec2(tmp_path / "wav2vec2-base-960h.safetensors")
     msg = str(err.value)
     assert "wav2vec2-base-960h.safetensors" in msg and str(tmp_path) in msg and WAV2VEC2_URL in msg
@@ -259,6 +259,10 @@ def test_silence_warns_and_gives_finite_features(encoder, caplog):
         feats = extract_features(encoder, Speech(torch.zeros(16000)))
     assert "silent" in caplog.text and torch.isfinite(feats.features).all()
     assert feats.num_frames == 25 and feats.features.shape == (32, 2, 64)
+    # the normalisation removes a DC offset: a constant signal is exactly silence, speech is not
+    assert torch.equal(extract_features(encoder, Speech(torch.full((16000,), 0.3))).features, feats.features)
+    assert (extract_features(encoder, Speech(torch.sin(torch.arange(16000) * 0.05))).features
+            - feats.features).abs().mean() > 0.01
 
 
 def test_short_and_wrong_rate_speech(encoder):
@@ -306,7 +310,7 @@ def test_windowed_encoder_close_to_exact(encoder, speech):
 def test_windowing_settings_are_checked():
     from emocast.errors import ConfigError
 
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="window_s and chunk_s must be > 0"):
         Windowing(window_s=0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="max_exact_s must be >= 0"):
         Windowing(max_exact_s=-1)

@@ -21,6 +21,7 @@ def demo_run(tmp_path_factory):
     return d, out
 
 
+@pytest.mark.slow
 def test_demo_writes_the_video_with_its_speech(demo_run):
     d, out = demo_run
     assert out.returncode == 0, out.stderr[-2000:]
@@ -30,6 +31,7 @@ def test_demo_writes_the_video_with_its_speech(demo_run):
     assert "random" in out.stdout.lower()
 
 
+@pytest.mark.slow
 def test_exported_models_verify_and_generate_with_an_emotion_schedule(demo_run, tmp_path):
     d, _ = demo_run
     models = d / "models"

@@ -70,7 +70,7 @@ def inputs(clips: int = 1):
 def on_meta(monkeypatch):
     """The bright-reference warning and the finite check read values, which the meta device does not have."""
     monkeypatch.setattr(sampler, "reference_latents", lambda vae, reference: vae.encode(reference))
-    monkeypatch.setattr(clips_module, "check_finite", lambda values, *a: None)
+    monkeypatch.setattr(clips_module, "check_finite", lambda values, *a, **k: None)
 
 
 def test_comfyui_moves_leave_the_frame_table_behind():

@@ -1,6 +1,7 @@
 """The CLIP text encoder against the authors' trace on the tiny rule weights, and its loaders' errors."""
 import json
 import logging
+import re
 
 import pytest
 import torch
@@ -11,9 +12,14 @@ from emocast.emotion.schedule import parse_schedule
 from emocast.models.clip_text import MODEL_URL, default_config, load_text_encoder
 from emocast.errors import CheckpointError, MissingModelError
 from emocast.weights import save_weights
+from floats import assert_close
 
 TINY_CONFIG = json.loads((CONFIGS / "tiny_text_encoder" / "config.json").read_text())
 PROMPT = "A person is talking with happy emotion."
+#: The tiny CLIP's output (values up to 4.7) against the authors' trace: 0 (bit-identical) on the AMD
+#: AVX512 machine that made it, measured 4.8e-6 under ATEN_CPU_CAPABILITY=default (Intel AVX512 also
+#: lands above 1e-6); another prompt moves it by O(1).
+CLIP_ATOL = 2e-5
 
 
 @pytest.fixture(scope="module")
@@ -51,25 +57,27 @@ def test_tokens_match_the_trace(encoder, trace, i, prompt):
     assert torch.equal(mask, trace["text_encoder_in"][i]["attention_mask"])
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("i,prompt", [(0, PROMPT), (1, "")])
 def test_tiny_encoder_matches_the_authors(encoder, trace, i, prompt):
     out = encoder.embed(prompt)
     golden = trace["text_encoder_out"][i][0]
     assert out.shape == (77, 768) and out.dtype == torch.float32
     # Eager attention: measured 0.0 (bit-identical) on transformers 4.39.2, 4.57.1 and 5.23.0.
-    assert float((out - golden).abs().max()) <= 1e-6
+    assert_close(out, golden, CLIP_ATOL, what=f"CLIP({prompt!r})")
 
 
+@pytest.mark.float_sensitive
 def test_encode_gives_cond_and_uncond_and_the_exact_per_frame_path(encoder, trace):
     emotion = encoder.encode(PROMPT)
     golden_cond, golden_uncond = (t[0] for t in trace["text_encoder_out"])
     assert len(emotion.keyframes) == 1 and emotion.keyframes[0].prompt == PROMPT
     assert emotion.neutral is None and emotion.transition_s == 0.0
     assert torch.equal(emotion.uncond, encoder.embed(""))
-    assert float((emotion.uncond - golden_uncond).abs().max()) <= 1e-6
+    assert_close(emotion.uncond, golden_uncond, CLIP_ATOL, what="uncond")
     frames = emotion.per_frame(6)
     assert all(torch.equal(f, emotion.keyframes[0].embedding) for f in frames)
-    assert float((frames[0] - golden_cond).abs().max()) <= 1e-6
+    assert_close(frames[0], golden_cond, CLIP_ATOL, what="cond")
 
 
 def test_encode_schedule_runs_each_prompt_once(encoder, monkeypatch):
@@ -130,7 +138,7 @@ def test_default_config_is_clip_vit_l14():
 
 def test_file_without_sidecar_is_read_as_clip_vit_l14(tmp_path):
     sd, _ = small_clip()
-    with pytest.raises(CheckpointError) as e:
+    with pytest.raises(CheckpointError, match="missing keys") as e:
         load_text_encoder(save_weights(sd, tmp_path / "clip_small.safetensors"))
     msg = str(e.value)
     assert "entries missing" in msg and "with another shape" in msg and "[49408, 64]" in msg and "[49408, 768]" in msg
@@ -154,13 +162,13 @@ def test_sidecar_config_overrides_the_default(tmp_path):
 def test_wrong_keys_are_refused(tmp_path, edit, fragment):
     sd, config = small_clip()
     edit(sd)
-    with pytest.raises(CheckpointError) as e:
+    with pytest.raises(CheckpointError, match=re.escape(fragment)) as e:
         load_text_encoder(save_weights(sd, tmp_path / "clip_small.safetensors", config))
     assert fragment in str(e.value) and "clip_small.safetensors" in str(e.value)
 
 
 def test_missing_file_says_where_we_looked_and_where_to_get_it(tmp_path):
-    with pytest.raises(MissingModelError) as e:
+    with pytest.raises(MissingModelError, match="clip_l.safetensors") as e:
         load_text_encoder(tmp_path / "text_encoders" / "clip_l.safetensors")
     assert str(tmp_path / "text_encoders" / "clip_l.safetensors") in str(e.value)
     assert MODEL_URL in e.value.hint and "clip_l.safetensors" in e.value.hint
@@ -171,3 +179,12 @@ def test_folder_without_weights_is_missing(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(TINY_CONFIG))
     with pytest.raises(MissingModelError, match="model.safetensors"):
         load_text_encoder(tmp_path)
+
+
+def test_the_band_catches_clip_run_without_the_padding_mask(encoder, trace):
+    """A real deviation from the authors (padding not masked as keys) lands far outside CLIP_ATOL."""
+    ids, _ = encoder.tokenize(PROMPT)
+    with torch.no_grad():
+        unmasked = encoder.model(input_ids=ids).last_hidden_state[0]
+    with pytest.raises(AssertionError, match="max abs difference"):
+        assert_close(unmasked, trace["text_encoder_out"][0][0], CLIP_ATOL)

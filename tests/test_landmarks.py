@@ -16,6 +16,7 @@ from emocast.demo.tiny import DEMO_IMAGE
 from emocast.errors import InputError, MissingDependencyError, MissingModelError
 from emocast.preprocess import landmarks as L
 from emocast.preprocess import masks as M
+from floats import assert_close
 
 MESH_PX = np.load(FIXTURES / "cases" / "MASKS" / "inputs" / "landmarks_px_float64.npy")
 RGB = np.asarray(Image.open(DEMO_IMAGE).convert("RGB"))
@@ -103,7 +104,7 @@ def test_landmarker_argument_errors(tmp_path):
         L.load_landmarker("mediapipe tasks")
     with pytest.raises(InputError, match="needs the face analyser"):
         L.load_landmarker("insightface 2d106")
-    with pytest.raises(MissingModelError) as e:
+    with pytest.raises(MissingModelError, match="face_landmarker.task") as e:
         L.find_task_file(tmp_path)
     assert str(tmp_path / "face_landmarker.task") in str(e.value) and L.TASK_URL in e.value.hint
     (tmp_path / "face_landmarker_v2_with_blendshapes.task").write_bytes(b"")
@@ -116,6 +117,13 @@ def test_pack_without_2d106(monkeypatch):
         L.Insightface106Landmarker(analyser)
 
 
+#: mediapipe's mesh against the authors' (px): 0.0 measured here. Its TFLite kernels ignore
+#: ATEN_CPU_CAPABILITY, so no cross-CPU figure; 0.05 px keeps every rounded extent (the nearest
+#: half-pixel boundary is 0.055 px away), so the masks below stay exact.
+MESH_ATOL = 0.05
+
+
+@pytest.mark.float_sensitive
 def test_legacy_face_mesh_gives_the_shipped_mesh_and_golden_masks():
     mp = pytest.importorskip("mediapipe")
     if not hasattr(mp, "solutions"):
@@ -123,7 +131,7 @@ def test_legacy_face_mesh_gives_the_shipped_mesh_and_golden_masks():
     import torch
     lmk = L.load_landmarker("mediapipe face mesh")
     found = lmk.detect(RGB)
-    assert np.array_equal(found.points, MESH_PX)  # measured: max difference 0.0
+    assert_close(found.points, MESH_PX, MESH_ATOL, what="mesh px")
     maps = M.mask_maps_from_extents(*found.extents(), 512, 512)
     golden = torch.load(FIXTURES / "cases" / "MASKS" / "golden" / "mask_pyramids.pt", weights_only=True)
     ours = M.mask_pyramids(maps, 512)

@@ -130,7 +130,7 @@ def test_folders_are_registered_without_wiping_user_paths(host, pack, models_dir
 
 def test_missing_model_names_file_folders_and_source(pack, models_dir):
     errors = lib(pack, "emocast.errors")
-    with pytest.raises(errors.MissingModelError) as e:
+    with pytest.raises(errors.MissingModelError, match="'net.pth' not found") as e:
         pack.NODE_CLASS_MAPPINGS["EmoCAST_LoadModel"]().load("net.pth", "auto")
     text = str(e.value)
     assert "'net.pth' not found" in text and str(models_dir / "emocast") in text
@@ -242,7 +242,7 @@ def test_cancel_raises_the_host_interrupt_and_leaves_nothing_behind(pack, fresh,
     node = pack.NODE_CLASS_MAPPINGS["EmoCAST_Sample"]()
     fresh.interrupt_after = 2  # Cancel pressed during the second step's check
     frees = fresh.cache_frees
-    with pytest.raises(fresh.mm.InterruptProcessingException):
+    with pytest.raises(fresh.mm.InterruptProcessingException, match="^$"):  # ComfyUI shows no message for Cancel
         node.sample(**inputs, unique_id="11")
     assert fresh.cache_frees == frees + 1  # memory freed on the way out
     (again,) = node.sample(**inputs, unique_id="11")
@@ -274,6 +274,7 @@ def test_library_vae_gives_the_core_vae_frames(pack, fresh, basic_run):
     assert (frames - outputs[_node(graph, "EmoCAST_Sample")][0]).abs().max() < 1e-4
 
 
+@pytest.mark.slow  # needs the workflow run (basic_run)
 def test_sampler_fails_early_when_memory_is_short(pack, fresh, basic_run):
     graph, outputs, *_ = basic_run
     sample = graph[_node(graph, "EmoCAST_Sample")]["inputs"]
@@ -286,6 +287,7 @@ def test_sampler_fails_early_when_memory_is_short(pack, fresh, basic_run):
         pack.NODE_CLASS_MAPPINGS["EmoCAST_Sample"]().sample(**inputs)
 
 
+@pytest.mark.slow  # needs the workflow run (basic_run)
 @pytest.mark.parametrize("latent", [{"latent_channels": 16}, {"latent_dim": 3, "downscale_ratio": (None, 8, 8)}])
 def test_sampler_refuses_a_vae_of_another_latent_space(pack, fresh, basic_run, latent):
     graph, outputs, *_ = basic_run
@@ -297,6 +299,7 @@ def test_sampler_refuses_a_vae_of_another_latent_space(pack, fresh, basic_run, l
     assert "vae-ft-mse-840000-ema-pruned" in e.value.hint and not fresh.loads  # refused before anything loads
 
 
+@pytest.mark.slow  # needs the workflow run (basic_run)
 def test_sampler_refuses_weights_comfyui_left_off_the_gpu(pack, fresh, basic_run, monkeypatch):
     """--novram: ComfyUI marks the model as loaded on the GPU but leaves plain torch layers where they are."""
     graph, outputs, *_ = basic_run
@@ -356,6 +359,7 @@ def test_named_dtype_is_checked_against_the_gpu(pack, fresh, monkeypatch):
     assert host.resolve_dtype("bf16") == torch.bfloat16  # the compute device (CPU here) is what counts
 
 
+@pytest.mark.slow  # needs the workflow run (basic_run)
 def test_nodes_do_not_mutate_inputs(pack, basic_run):
     graph, outputs, *_ = basic_run
     face, _ = outputs[_node(graph, "EmoCAST_EncodeFace")]

@@ -8,14 +8,20 @@ import torch
 from emocast.conditioning import AudioFeatures, SamplingSettings
 from emocast.errors import Cancelled, ConfigError, InputError
 from emocast.pipeline.clips import generate_clips
+from floats import assert_close
 
 
+@pytest.mark.slow
+@pytest.mark.float_sensitive
 def test_public_case_is_reproduced_and_deterministic(tiny_case):
+    from conformance_pipeline import VIDEO_MAX, VIDEO_MEAN
+
     first = tiny_case.generate()
-    assert (first - tiny_case.golden).abs().max() < 5e-3
-    assert torch.equal(first, tiny_case.generate())
+    assert_close(first, tiny_case.golden, VIDEO_MAX, VIDEO_MEAN, what="PUBLIC video")
+    assert torch.equal(first, tiny_case.generate())  # the same process: the same kernels, the same bits
 
 
+@pytest.mark.slow  # several full sampler runs
 def test_progress_ticks_every_step_of_every_clip_and_cancel_leaves_nothing_behind(tiny_case):
     audio = AudioFeatures(torch.cat([tiny_case.audio.features] * 2), num_frames=9)  # 2 clips of 6
     ticks = []
@@ -76,7 +82,7 @@ def test_features_padded_for_another_clip_length_are_refused(tiny_case):
 def test_settings_are_validated():
     with pytest.raises(ConfigError, match="32 positions"):
         SamplingSettings(clip_length=31)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="steps"):
         SamplingSettings(steps=0)
 
 
@@ -87,11 +93,22 @@ def test_batched_vae_decode_equals_frame_by_frame(tiny_case):
         assert (tiny_case.vae.decode(latents, batch=batch) - one).abs().max() < 1e-5
 
 
+@pytest.mark.slow  # several full sampler runs
 def test_without_guidance_the_conditional_half_alone_runs(tiny_case):
+    """Guidance <= 1 is the conditional half alone (no guidance to scale): 0.5 and 1 give the same
+    frames, the case's guidance (3.5) others (measured mean difference 0.17)."""
     video = tiny_case.generate(cfg_scale=1.0, steps=1)
-    assert video.shape == tiny_case.golden.shape and torch.isfinite(video).all()
+    assert video.shape == tiny_case.golden.shape
+    assert torch.equal(tiny_case.generate(cfg_scale=0.5, steps=1), video)
+    assert (tiny_case.generate(steps=1) - video).abs().mean() > 0.02
 
 
+#: Mean difference of half-precision frames from fp32's (2 steps), measured on AVX512: fp16 1.3e-3,
+#: bf16 1.0e-2 (max 0.012 / 0.086); the bounds leave 4x. Both sides run on the same CPU.
+HALF_MEAN = {torch.float16: 5e-3, torch.bfloat16: 0.04}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_runs_on_cpu(tiny_case, dtype):
     """The fp16 / bf16 paths (as on a user's GPU) run end to end; their frames stay near fp32's."""
@@ -100,7 +117,7 @@ def test_half_precision_runs_on_cpu(tiny_case, dtype):
     video = tiny_case.generate(net=tiny_net(dtype=dtype), steps=2)
     ref = tiny_case.generate(steps=2)
     assert video.dtype == torch.float32 and torch.isfinite(video).all()
-    assert (video - ref).abs().mean() < 0.05
+    assert 0 < (video - ref).abs().mean() < HALF_MEAN[dtype]  # > 0: the net really ran in half precision
 
 
 def test_a_one_keyframe_schedule_is_the_single_prompt_exactly(tiny_case):

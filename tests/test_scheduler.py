@@ -13,6 +13,7 @@ def authors_scheduler():
                          timestep_spacing="trailing")
 
 
+@pytest.mark.float_sensitive
 def test_alphas_match_documented_values():
     a = DDIMZeroSNR().alphas_cumprod
     assert a[999] == 0.0

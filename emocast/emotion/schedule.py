@@ -77,7 +77,8 @@ def check_keyframes(keyframes, transition_s: float) -> None:
         raise InputError(f"transition_s must be a number of seconds >= 0, got {transition_s}.")
     lo, hi = INTENSITY_RANGE
     for i, k in enumerate(keyframes):
-        if isinstance(getattr(k, "prompt", None), str) and not k.prompt.strip():
+        # a prompt still to encode must say something; an encoded keyframe's prompt is only its label
+        if getattr(k, "embedding", None) is None and isinstance(getattr(k, "prompt", None), str) and not k.prompt.strip():
             raise InputError(f"the emotion prompt is empty ({_where(k, i)}).",
                              hint='Describe the emotion, e.g. "A person is talking with happy emotion."')
         if not (lo <= k.intensity <= hi):
