@@ -173,7 +173,7 @@ def worker_presets(args) -> dict:
     import conformance_pipeline as cp
 
     from emocast.demo.tiny import tiny_net, tiny_vae, write_tiny_text_encoder
-    from emocast.emotion.text import load_text_encoder
+    from emocast.models.clip_text import load_text_encoder
     from emocast.pipeline.clips import generate
 
     case = ROOT / "tests/fixtures/cases/PUBLIC"
