@@ -87,7 +87,13 @@ def generate(args):
             raise InputError(f"emotion schedule file not found: {path}")
         emotion = parse_schedule(path.read_text())
     device, dtype = _device_dtype(args.device, args.dtype)
-    net = load_net(mf.find_model(models_dir, mf.EMOCAST, args.checkpoint), dtype=dtype, device=device)
+    swap = args.vram_budget > 0
+    net = load_net(mf.find_model(models_dir, mf.EMOCAST, args.checkpoint), dtype=dtype,
+                   device="cpu" if swap else device, weight_dtype=args.weights)
+    if swap:
+        from .models import offload
+
+        offload.attach(net, device, int(args.vram_budget * 2 ** 30))
     size = args.size or 512
     analyser = FaceAnalyser(models_dir / mf.INSIGHTFACE.key)
     tasks = mf.candidates(models_dir, mf.LANDMARKER)
