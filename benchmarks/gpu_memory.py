@@ -15,8 +15,7 @@ import time
 import torch
 
 from emocast.conditioning import AudioFeatures, FaceConditioning, SamplingSettings
-from emocast.demo.tiny import tiny_vae, write_tiny_text_encoder
-from emocast.emotion.text import load_text_encoder
+from emocast.conditioning import EmotionConditioning, EmotionKeyframe
 from emocast.models import fp8, offload
 from emocast.models.config import UNetConfig
 from emocast.models.net import EmoCASTNet
@@ -40,6 +39,16 @@ def random_net(dtype) -> EmoCASTNet:
         for b in net.buffers():
             b.zero_()  # built on meta: the values do not matter for memory
     return net.to(dtype).eval().requires_grad_(False)
+
+
+class PoolCodec:
+    """A stand-in VAE (8x average pool / nearest upsample): no diffusers needed, tiny next to the UNet."""
+
+    def encode(self, pixels):
+        return torch.nn.functional.avg_pool2d(pixels, 8).repeat(1, 2, 1, 1)[:, :4].half()
+
+    def decode(self, latents, batch=1):
+        return torch.nn.functional.interpolate(latents[:, :3].float(), scale_factor=8).clamp(-1, 1)
 
 
 def inputs(size: int, frames: int):
@@ -68,10 +77,10 @@ def main():
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--budgets", type=float, nargs="+", default=[2.0, 0.5])
     args = ap.parse_args()
-    import tempfile
-    text = load_text_encoder(write_tiny_text_encoder(tempfile.mkdtemp()), device="cuda")
-    emotion = text.encode("A person is talking with happy emotion.")
-    vae = tiny_vae(torch.float16, "cuda")  # the real VAE's decode memory is estimated separately
+    g = torch.Generator().manual_seed(1)
+    emotion = EmotionConditioning(keyframes=(EmotionKeyframe(0.0, torch.randn(77, 768, generator=g)),),
+                                  uncond=torch.randn(77, 768, generator=g))
+    vae = PoolCodec()  # the real VAE's decode memory is estimated separately
     net = random_net(torch.float16)
     weights = offload.nbytes(net) / GiB
     print(f"net fp16 weights {weights:.2f} GiB; largest block {offload.smallest_budget(net) / GiB:.3f} GiB")
