@@ -29,7 +29,7 @@ PIP_NAMES = {"cv2": "opencv-python-headless", "PIL": "pillow", "sklearn": "sciki
 NODE_IDS = (
     "EmoCAST_LoadModel", "EmoCAST_LoadVAE", "EmoCAST_LoadTextEncoder", "EmoCAST_EncodeEmotion",
     "EmoCAST_EmotionSchedule", "EmoCAST_LoadFaceAnalysis", "EmoCAST_EncodeFace", "EmoCAST_LoadAudioEncoder",
-    "EmoCAST_EncodeAudio", "EmoCAST_Sample", "EmoCAST_PasteBack", "EmoCAST_SampleToVideo",
+    "EmoCAST_EncodeAudio", "EmoCAST_Sample", "EmoCAST_SampleToVideo", "EmoCAST_PasteBack",
 )
 
 NODE_CLASS_MAPPINGS: dict = {}

@@ -51,7 +51,10 @@ def sample_clips(model, vae, face, audio_features, emotion, settings: SamplingSe
                                fits=_what_fits(net, size, settings.clip_length, settings.cfg_scale, model.dtype))
     preview = None
     try:
-        codec = host.HostVAECodec(vae, keep_loaded=[model.patcher]) if host.is_host_vae(vae) else vae.model
+        from ..emocast.models import offload
+
+        keep = [] if offload.is_managed(net) else [model.patcher]  # block swap: never load the network whole
+        codec = host.HostVAECodec(vae, keep_loaded=keep) if host.is_host_vae(vae) else vae.model
         clips = audio_features.clips
         total = clips * steps
         log.info("EmoCAST: %d frames (%.2f s) in %d clips of %d, %d steps each, %d px, cfg %g, seed %d.",

@@ -21,7 +21,7 @@ from pack_fixtures import (AUDIO_SECONDS, ROOT, TINY_SETTINGS, core_nodes, lib, 
 RELEASED_IDS = [
     "EmoCAST_LoadModel", "EmoCAST_LoadVAE", "EmoCAST_LoadTextEncoder", "EmoCAST_EncodeEmotion",
     "EmoCAST_EmotionSchedule", "EmoCAST_LoadFaceAnalysis", "EmoCAST_EncodeFace", "EmoCAST_LoadAudioEncoder",
-    "EmoCAST_EncodeAudio", "EmoCAST_Sample", "EmoCAST_PasteBack", "EmoCAST_SampleToVideo",
+    "EmoCAST_EncodeAudio", "EmoCAST_Sample", "EmoCAST_SampleToVideo", "EmoCAST_PasteBack",
 ]
 CUSTOM_TYPES = {"EMOCAST_MODEL", "EMOCAST_TEXT_ENCODER", "EMOCAST_EMOTION", "EMOCAST_FACE_ANALYSIS", "EMOCAST_FACE",
                 "EMOCAST_AUDIO_ENCODER", "EMOCAST_AUDIO", "EMOCAST_VAE"}
@@ -270,14 +270,16 @@ def test_sampler_swaps_blocks_when_memory_is_short(pack, fresh, basic_run, monke
     offload, sampling = lib(pack, "emocast.models.offload"), lib(pack, "nodes.sampling")
     net = inputs["model"].model
     need = sampling.working_memory(net, inputs["face"].size, 4, inputs["cfg"], inputs["model"].dtype)
-    fresh.free_memory = need + 3 * offload.smallest_budget(net)  # far less than the weights
+    half = offload.nbytes(net) // 2
+    fresh.free_memory = need + half  # half the weights (the tiny net's largest block is 40 % of it)
     swaps = []
     attach = offload.attach
     monkeypatch.setattr(offload, "attach", lambda *a, **kw: swaps.append(attach(*a, **kw)) or swaps[-1])
     (frames,) = pack.NODE_CLASS_MAPPINGS["EmoCAST_Sample"]().sample(**inputs)
     assert torch.equal(frames, outputs[_node(graph, "EmoCAST_Sample")][0])  # the full load's frames
     (swap,) = swaps
-    assert swap.meter.peak <= 3 * offload.smallest_budget(net) < offload.nbytes(net) and not offload.is_managed(net)
+    assert swap.meter.peak <= half + offload.smallest_budget(net) and swap.meter.peak < offload.nbytes(net)
+    assert not offload.is_managed(net)
     assert not any(e["models"][0] is inputs["model"].patcher for e in fresh.loads)  # the net was never loaded whole
 
 
