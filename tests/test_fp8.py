@@ -35,5 +35,5 @@ def test_fp8_frames_stay_close_to_fp32(tiny_case):
     net = fp8.quantize_(copy.deepcopy(tiny_case.net))
     frames = tiny_case.generate(net=net, steps=1)
     half = tiny_case.generate(net=copy.deepcopy(tiny_case.net).half().float(), steps=1)  # fp16-rounded weights
-    # measured on the tiny networks (x86 CPU): fp16 weights ~ 60 dB, fp8 weights ~ 35 dB vs fp32
-    assert psnr(half, ref) > 45 and 25 < psnr(frames, ref) < psnr(half, ref)
+    # measured on the tiny networks (x86 CPU, benchmarks/bench_precision.py): fp16 weights 64.6 dB, fp8 25.5 dB
+    assert psnr(half, ref) > 50 and 18 < psnr(frames, ref) < psnr(half, ref) - 20
