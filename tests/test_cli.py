@@ -88,4 +88,4 @@ def test_generate_with_a_vram_budget_gives_the_same_video_and_fp8_a_close_one(de
 
     full = generate("full.mp4")
     assert np.array_equal(generate("swap.mp4", "--vram-budget", "0.05"), full)
-    assert 0 < np.abs(generate("fp8.mp4", "--weights", "fp8") - full).mean() < 8  # of 255: close, not equal
+    assert 0 < np.abs(generate("fp8.mp4", "--weights", "fp8") - full).mean() < 25  # of 255: near, not equal (~25 dB)
