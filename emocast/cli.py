@@ -53,6 +53,11 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
                    help="compute precision (auto: fp16 on CUDA where safe, fp32 on GTX 16xx, pre-Pascal GPUs and "
                         "the CPU; bf16 needs an Ampere or newer GPU)")
     g.add_argument("--device", default="auto", help="torch device (auto: cuda when available)")
+    g.add_argument("--vram-budget", type=float, default=0.0, metavar="GB",
+                   help="block swap: keep the network's weights in RAM and move blocks to the device within GB "
+                        "(0: load it whole; same frames, slower)")
+    g.add_argument("--weights", choices=("default", "fp8"), default="default",
+                   help="weight storage: fp8 halves the network's weight memory vs fp16 (frames change slightly)")
 
 
 def _add_inputs(p: argparse.ArgumentParser) -> None:

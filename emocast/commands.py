@@ -127,7 +127,13 @@ def load_models(models_dir, args, device, dtype):
     from .preprocess.landmarks import load_landmarker
     from .run import Models
 
-    net = load_net(mf.find_model(models_dir, mf.EMOCAST, args.checkpoint), dtype=dtype, device=device)
+    swap = getattr(args, "vram_budget", 0) > 0
+    net = load_net(mf.find_model(models_dir, mf.EMOCAST, args.checkpoint), dtype=dtype,
+                   device="cpu" if swap else device, weight_dtype=getattr(args, "weights", "default"))
+    if swap:  # block swap: the weights stay in RAM, each block visits `device` within the budget
+        from .models import offload
+
+        offload.attach(net, device, int(args.vram_budget * 2 ** 30))
     analyser = FaceAnalyser(models_dir / mf.INSIGHTFACE.key)
     tasks = mf.candidates(models_dir, mf.LANDMARKER)
     return Models(

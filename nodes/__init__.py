@@ -30,7 +30,8 @@ PIP_NAMES = {"cv2": "opencv-python-headless", "PIL": "pillow", "sklearn": "sciki
 NODE_IDS = (
     "EmoCAST_LoadModel", "EmoCAST_LoadVAE", "EmoCAST_LoadTextEncoder", "EmoCAST_EncodeEmotion",
     "EmoCAST_EmotionSchedule", "EmoCAST_LoadFaceAnalysis", "EmoCAST_EncodeFace", "EmoCAST_LoadAudioEncoder",
-    "EmoCAST_EncodeAudio", "EmoCAST_Sample", "EmoCAST_SampleAdvanced", "EmoCAST_PasteBack", "EmoCAST_Doctor",
+    "EmoCAST_EncodeAudio", "EmoCAST_Sample", "EmoCAST_SampleAdvanced", "EmoCAST_SampleToVideo", "EmoCAST_PasteBack",
+    "EmoCAST_Doctor",
 )
 
 NODE_CLASS_MAPPINGS: dict = {}

@@ -11,7 +11,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -308,38 +308,75 @@ def check_loaded(patchers: Sequence[object], device: torch.device) -> None:
                 f"e.g. {bad[0][0]}): with --novram or too little free memory it keeps weights off the GPU and "
                 "streams them layer by layer, which EmoCAST's models (plain torch layers) cannot do, so they "
                 "would compute on the CPU (hours for EmoCAST's network) or fail.",
-                hint="Start ComfyUI without --novram (--lowvram works: EmoCAST loads its network whole and "
-                     "ComfyUI offloads the other models), free GPU memory, or start it with --cpu to run on the "
-                     "CPU on purpose.")
+                hint="Set vram_budget_gb on EmoCAST Sample (block swap: the weights stay in RAM and visit the "
+                     "GPU block by block, what --lowvram / --novram get), free GPU memory, or start ComfyUI with "
+                     "--cpu to run on the CPU on purpose.")
 
 
-def load_models(patchers: Sequence[object], memory_required: int) -> None:
-    """Load our (plain torch.nn) models fully onto the compute device, ComfyUI freeing others first.
+def _low_vram() -> bool:
+    """ComfyUI started with --lowvram / --novram (or chose it for a small card)."""
+    state, states = getattr(mm, "vram_state", None), getattr(mm, "VRAMState", None)
+    return states is not None and state in (getattr(states, "LOW_VRAM", None), getattr(states, "NO_VRAM", None))
 
-    Fails early, before any model is moved, when the device cannot hold the models plus
-    `memory_required` bytes of working memory even with everything else unloaded.
+
+def load_models(patchers: Sequence[object], memory_required: int, vram_budget_gb: float = 0.0,
+                fits: Optional[Callable[[int], Optional[str]]] = None) -> Callable[[], None]:
+    """Put EmoCAST's network (the first patcher) and the others on the compute device; returns `release()`.
+
+    Full load when the device holds the weights plus `memory_required` bytes of working memory after
+    ComfyUI freed other models; otherwise (and always with --lowvram / --novram, or a `vram_budget_gb`)
+    block swap: the weights stay in RAM and the network's blocks visit the GPU within the free memory
+    (or the budget). Refuses only when even one block beside the working memory does not fit; then
+    `fits(free_bytes)` names an option that would.
     """
+    from ..emocast.models import offload
+
     device = compute_device()
-    weights = sum(p.model_size() for p in patchers)
-    total = mm.get_total_memory(device)
-    if total and weights + memory_required > total:
-        raise InputError(
-            f"not enough memory on {device}: the models need {gib(weights)} and sampling about "
-            f"{gib(memory_required)} more, but the device has {gib(total)} in all.",
-            hint="Lower resolution (e.g. 384) or frames_per_clip, use dtype fp16, or run on a larger GPU.")
-    mm.load_models_gpu(list(patchers), memory_required=memory_required, force_full_load=True)
-    check_loaded(patchers, device)
+    net_patcher, others = patchers[0], list(patchers[1:])
+    net = net_patcher.model.inner
+    weights = net_patcher.model_size()
+    swap_needed = vram_budget_gb > 0 or _low_vram()
+    if others:  # the VAE, with room for the network and the working memory: ComfyUI unloads what it must
+        mm.load_models_gpu(others, memory_required=memory_required + (0 if swap_needed else weights),
+                           force_full_load=True)
     free = mm.get_free_memory(device)
-    if free < memory_required:
+    if not swap_needed and weights + memory_required <= free:
+        mm.load_models_gpu(list(patchers), memory_required=memory_required, force_full_load=True)
+        check_loaded(patchers, device)
+        return lambda: None
+    budget = int(vram_budget_gb * 2 ** 30) if vram_budget_gb > 0 else int(free - memory_required)
+    budget = min(budget, int(free - memory_required))
+    smallest = offload.smallest_budget(net)
+    if budget < smallest:
+        option = fits(free) if fits is not None else None
         raise InputError(
-            f"not enough free memory on {device}: sampling needs about {gib(memory_required)}, "
-            f"{gib(free)} is free after loading the models.",
-            hint="Close other programs using the device, lower resolution or frames_per_clip, or start "
-                 "ComfyUI with --lowvram so other models are unloaded more eagerly.")
+            f"not enough free memory on {device}: one clip needs about {gib(memory_required)} of working memory "
+            f"and block swap at least {gib(smallest)} for the largest block of the network, but {gib(free)} is free.",
+            hint=option or "Close other programs using the device, or lower the resolution or frames_per_clip.")
+    log.info("EmoCAST: %s of weights, %s free on %s beside %s of working memory: block swap within %s.",
+             gib(weights), gib(free), device, gib(memory_required), gib(budget))
+    swap = offload.attach(net, device, budget)
+    return swap.detach
 
 
 def empty_cache() -> None:
     mm.soft_empty_cache()
+
+
+# ---------------------------------------------------------------------------------------------- attention
+
+def use_host_attention() -> bool:
+    """Route EmoCAST's attention through ComfyUI's `optimized_attention`, the backend its flags chose
+    (--use-sage-attention, --use-flash-attention, xformers, pytorch, split / sub-quadratic); it takes
+    q / k / v as [B, N, heads x dim] with `heads`, the library's own layout. False on a host without it."""
+    from ..emocast.models import attention
+
+    try:
+        from comfy.ldm.modules.attention import optimized_attention
+    except ImportError:
+        return False
+    attention.set_backend(lambda q, k, v, heads: optimized_attention(q, k, v, heads))
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- progress
@@ -356,9 +393,49 @@ class Progress:
         self.bar = comfy.utils.ProgressBar(total, node_id=node_id)
         self.total = total
 
-    def step(self, done: int, preview: Optional[torch.Tensor] = None) -> None:
+    def step(self, done: int, preview=None) -> None:
+        """preview: an [H, W, 3] frame, or ComfyUI's ("JPEG", image, size) tuple."""
         check_interrupt()
-        self.bar.update_absolute(done, self.total, None if preview is None else _preview(preview))
+        if torch.is_tensor(preview):
+            preview = _preview(preview)
+        self.bar.update_absolute(done, self.total, preview)
+
+
+class LatentPreview:
+    """ComfyUI's step previews (latent2rgb or TAESD, as the user set --preview-method) of the latents the
+    denoiser is working on: a forward hook on the denoising UNet keeps the middle frame's predicted
+    clean latents x0 = sqrt(a_t) x_t - sqrt(1 - a_t) v (conditional half), SD1.5's latent space."""
+
+    def __init__(self, net):
+        from ..emocast.pipeline.scheduler import DDIMZeroSNR
+
+        self.x0: Optional[torch.Tensor] = None
+        self.previewer = None
+        try:
+            import comfy.latent_formats
+            import latent_preview
+
+            self.previewer = latent_preview.get_previewer(compute_device(), comfy.latent_formats.SD15())
+        except ImportError:
+            pass
+        self.abar = DDIMZeroSNR().alphas_cumprod
+        self.handle = net.denoising_unet.register_forward_hook(self._keep) if self.previewer else None
+
+    def _keep(self, module, args, v) -> None:
+        latents, t, inputs = args
+        f = inputs.frames
+        a = self.abar[int(t)].item()
+        mid = latents.shape[0] - f + f // 2  # the last (conditional) half's middle frame
+        self.x0 = (a ** 0.5 * latents[mid:mid + 1] - (1 - a) ** 0.5 * v[mid:mid + 1]).float()
+
+    def image(self):
+        if self.previewer is None or self.x0 is None:
+            return None
+        return self.previewer.decode_latent_to_preview_image("JPEG", self.x0)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
 
 
 def _preview(frame: torch.Tensor, max_size: int = 512):
@@ -367,6 +444,27 @@ def _preview(frame: torch.Tensor, max_size: int = 512):
 
     pixels = (frame.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     return ("JPEG", Image.fromarray(pixels), max_size)
+
+
+# ---------------------------------------------------------------------------------------------- video
+
+def temp_video_path(prefix: str = "emocast") -> Path:
+    """A new .mp4 path in ComfyUI's temp folder (core Save Video copies it to the output folder)."""
+    import uuid
+
+    folder = Path(folder_paths.get_temp_directory())
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{prefix}_{uuid.uuid4().hex[:12]}.mp4"
+
+
+def video_from_file(path: Path):
+    """ComfyUI's VIDEO (VideoFromFile) of an MP4 on disk: what core Save Video / Get Video Components take."""
+    try:
+        from comfy_api.latest import InputImpl
+        return InputImpl.VideoFromFile(str(path))
+    except ImportError:
+        from comfy_api.input_impl import VideoFromFile
+        return VideoFromFile(str(path))
 
 
 # ---------------------------------------------------------------------------------------------- VAE

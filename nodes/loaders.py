@@ -38,14 +38,19 @@ class LoadModel:
         return {"required": {
             "ckpt_name": host.weights_combo(model_files.EMOCAST),
             "dtype": (list(host.DTYPES), {"default": host.DTYPE_AUTO, "tooltip": _DTYPE_TOOLTIP}),
-        }, "optional": host.download_input()}
+        }, "optional": {
+            "weight_dtype": (["default", "fp8_e4m3fn"], {"default": "default", "tooltip": (
+                "How the weights are stored. default: in dtype. fp8_e4m3fn: 1 byte per weight (half of fp16's "
+                "memory), each layer upcast to dtype as it runs; frames change slightly (see the README).")}),
+            **host.download_input(),
+        }}
 
-    def load(self, ckpt_name, dtype, download_if_missing=False):
+    def load(self, ckpt_name, dtype, weight_dtype="default", download_if_missing=False):
         from ..emocast.models.checkpoint import load_net
 
         path = host.resolve_file(model_files.EMOCAST, ckpt_name, download_if_missing)
         torch_dtype = host.resolve_dtype(dtype)
-        net = load_net(path, torch_dtype, host.offload_device(), progress=_load_progress())
+        net = load_net(path, torch_dtype, host.offload_device(), progress=_load_progress(), weight_dtype=weight_dtype)
         return (host.ManagedModel(net, host.manage(net), torch_dtype, ckpt_name),)
 
 

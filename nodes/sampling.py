@@ -9,31 +9,90 @@ from ..emocast.conditioning import SamplingSettings
 from ..emocast.pipeline.presets import PRESET_NAMES, apply_preset
 from ..emocast.pipeline.solvers import SAMPLERS
 from . import host
-from .types import ANY_VAE, AUDIO_FEATURES, EMOTION, FACE, IMAGE, LOGGER, MODEL, SAMPLING
+from .types import ANY_VAE, AUDIO_FEATURES, EMOTION, FACE, IMAGE, LOGGER, MODEL, SAMPLING, VIDEO
 
 log = logging.getLogger(LOGGER)
 
-#: Peak working memory of one clip, in units of (CFG halves x (frames + 3 reference images) x latent
-#: pixels x first UNet width x bytes per value); see `working_memory`. Measured on the CPU with the tiny
-#: model (peak RSS growth at 128 / 256 px, 8 frames: ~94 units + a fixed ~70 MB; its 768-wide attention
-#: does not shrink with its 32-wide first level, so real widths need relatively less). Not measured on a
-#: GPU: at 512 px, 16 frames, fp16 this asks for ~4.5 GiB beside the ~4.6 GiB of weights.
-ACTIVATION_FACTOR = 48
 _DEFAULTS = SamplingSettings()
 
 
-def working_memory(net, size: int, clip_length: int, cfg: float, dtype: torch.dtype) -> int:
-    """Bytes one clip needs beyond the weights: a heuristic scaled from the largest activation.
+def working_memory(net, size: int, clip_length: int, cfg: float, dtype: torch.dtype, vae_batch: int = 1) -> int:
+    """Bytes one clip needs beyond the weights (emocast.pipeline.memory: from the tensors' sizes)."""
+    from ..emocast.pipeline.memory import estimate
 
-    The biggest tensors live at the UNet's first level: (2 with CFG) x (frames + source + 2
-    motion frames) feature maps of the first width at the latent size, held by several attention
-    and ResNet layers at once plus the reference bank; the VAE decodes `vae_batch` frames at a
-    time on top (small next to that at the default 4).
-    """
-    halves = 2 if cfg > 1.0 else 1
-    width = net.config.block_out_channels[0]
-    per_value = torch.empty((), dtype=dtype).element_size()
-    return int(ACTIVATION_FACTOR * halves * (clip_length + 3) * (size // 8) ** 2 * width * per_value)
+    return estimate(net.config, size, clip_length, dtype, cfg > 1.0, vae_batch=vae_batch).peak
+
+
+def _what_fits(net, size: int, clip_length: int, cfg: float, dtype: torch.dtype):
+    """fits(free bytes) -> a hint naming a resolution that would fit, for load_models' refusal."""
+    from ..emocast.models import offload
+
+    def fits(free: int):
+        block = offload.smallest_budget(net)
+        for smaller in range(size - 64, 191, -64):
+            if working_memory(net, smaller, clip_length, cfg, dtype) + block <= free:
+                return (f"Resolution {smaller} (EmoCAST Encode Face) would fit; so may fp8 weights (Load Model "
+                        "weight_dtype) or closing other programs using the device.")
+        return "Even 192 px does not fit: free memory on the device (close other programs) or run with --cpu."
+    return fits
+
+
+def sample_clips(model, vae, face, audio_features, emotion, settings: SamplingSettings, vram_budget_gb: float,
+                 unique_id=None):
+    """The clips as [n, H, W, 3] float32 tensors on the CPU, under ComfyUI's memory manager, progress (with
+    step previews) and Cancel; memory is released when the generator ends (or is closed)."""
+    from ..emocast.pipeline.clips import generate_clips
+
+    if host.is_host_vae(vae):
+        host.check_host_vae(vae)
+    host.use_host_attention()
+    features, steps, size = audio_features.features, settings.steps, face.size
+    net = model.model
+    need = working_memory(net, size, settings.clip_length, settings.cfg_scale, model.dtype, settings.vae_batch)
+    release = host.load_models([model.patcher, vae.patcher], need, vram_budget_gb,
+                               fits=_what_fits(net, size, settings.clip_length, settings.cfg_scale, model.dtype))
+    preview = None
+    try:
+        from ..emocast.models import offload
+
+        keep = [] if offload.is_managed(net) else [model.patcher]  # block swap: never load the network whole
+        codec = host.HostVAECodec(vae, keep_loaded=keep) if host.is_host_vae(vae) else vae.model
+        clips = audio_features.clips
+        total = clips * steps
+        log.info("EmoCAST: %d frames (%.2f s) in %d clips of %d, %d steps each (%s), %d px, cfg %g, seed %d.",
+                 features.num_frames, features.seconds, clips, settings.clip_length, steps, settings.sampler, size,
+                 settings.cfg_scale, settings.seed)
+        progress = host.Progress(total, unique_id)
+        preview = host.LatentPreview(net)
+        for k, clip in enumerate(generate_clips(net, codec, face, features, emotion, settings,
+                                                device=host.compute_device(),
+                                                progress=lambda p: progress.step(p.step, preview.image()))):
+            clip = clip.permute(0, 2, 3, 1)
+            progress.step((k + 1) * steps, preview=clip[-1])
+            yield clip
+    finally:
+        if preview is not None:
+            preview.close()
+        release()
+        host.empty_cache()
+
+
+def _settings(audio_features, steps, cfg, seed, pose_weight, face_weight, lip_weight, vae_batch, **knobs):
+    return SamplingSettings(steps=steps, cfg_scale=cfg, seed=seed, pose_weight=pose_weight, face_weight=face_weight,
+                            lip_weight=lip_weight, clip_length=audio_features.clip_length, vae_batch=vae_batch,
+                            **knobs)
+
+
+def _with_preset(settings: SamplingSettings, preset: str) -> SamplingSettings:
+    """exact keeps the steps widget; the other presets bring their own step count."""
+    return settings if preset == "exact" else apply_preset(settings, preset)
+
+
+VRAM_BUDGET = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1024.0, "step": 0.5,
+                         "tooltip": "GB of GPU memory the network's weights may use. 0 (default): load it whole when "
+                                    "it fits beside the working memory, else block swap within the free memory (also "
+                                    "with --lowvram / --novram). Block swap keeps the weights in RAM and moves each "
+                                    "block to the GPU when needed: same frames, slower."})
 
 
 class Sample:
@@ -79,47 +138,23 @@ class Sample:
                                              "and changes pixels by float noise only."}),
         }, "optional": {
             "preset": (list(PRESET_NAMES), {"default": "exact", "tooltip": PRESET_TOOLTIP}),
+            "vram_budget_gb": VRAM_BUDGET,
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def sample(self, model, vae, face, audio_features, emotion, steps, cfg, seed, pose_weight, face_weight,
-               lip_weight, vae_batch, preset="exact", unique_id=None):
-        settings = SamplingSettings(steps=steps, cfg_scale=cfg, seed=seed, pose_weight=pose_weight,
-                                    face_weight=face_weight, lip_weight=lip_weight,
-                                    clip_length=audio_features.clip_length, vae_batch=vae_batch)
-        if preset != "exact":  # exact keeps the steps widget; the others bring their own step count
-            settings = apply_preset(settings, preset)
-        return self.run(model, vae, face, audio_features, emotion, settings, unique_id)
+               lip_weight, vae_batch, preset="exact", vram_budget_gb=0.0, unique_id=None):
+        settings = _settings(audio_features, steps, cfg, seed, pose_weight, face_weight, lip_weight, vae_batch)
+        return self.run(model, vae, face, audio_features, emotion, _with_preset(settings, preset), vram_budget_gb,
+                        unique_id)
 
-    def run(self, model, vae, face, audio_features, emotion, settings: SamplingSettings, unique_id=None):
-        from ..emocast.pipeline.clips import generate_clips
-
-        steps, cfg, seed = settings.steps, settings.cfg_scale, settings.seed
-        if host.is_host_vae(vae):
-            host.check_host_vae(vae)
-        features = audio_features.features
-        net_patcher = model.patcher
-        vae_patcher = vae.patcher  # core VAE and ManagedModel both expose theirs
-        need = working_memory(model.model, face.size, settings.clip_length, cfg, model.dtype)
-        host.load_models([net_patcher, vae_patcher], need)
-        codec = host.HostVAECodec(vae, keep_loaded=[net_patcher]) if host.is_host_vae(vae) else vae.model
-        clips = audio_features.clips
-        total = clips * steps
-        log.info("EmoCAST: %d frames (%.2f s) in %d clips of %d, %d steps each (%s), %d px, cfg %g, seed %d.",
-                 features.num_frames, features.seconds, clips, settings.clip_length, steps, settings.sampler,
-                 face.size, cfg, seed)
-        progress = host.Progress(total, unique_id)
-        frames = torch.empty((features.num_frames, face.size, face.size, 3), dtype=torch.float32,
+    def run(self, model, vae, face, audio_features, emotion, settings: SamplingSettings, vram_budget_gb=0.0,
+            unique_id=None):
+        frames = torch.empty((audio_features.features.num_frames, face.size, face.size, 3), dtype=torch.float32,
                              device=host.intermediate_device())
         done = 0
-        try:
-            for k, clip in enumerate(generate_clips(model.model, codec, face, features, emotion, settings,
-                                                    device=host.compute_device(),
-                                                    progress=lambda p: progress.step(p.step))):
-                frames[done:done + clip.shape[0]] = clip.permute(0, 2, 3, 1)
-                done += clip.shape[0]
-                progress.step((k + 1) * steps, preview=frames[done - 1])
-        finally:
-            host.empty_cache()
+        for clip in sample_clips(model, vae, face, audio_features, emotion, settings, vram_budget_gb, unique_id):
+            frames[done:done + clip.shape[0]] = clip
+            done += clip.shape[0]
         return (frames,)
 
 
@@ -131,7 +166,7 @@ class SampleAdvanced(Sample):
     @classmethod
     def INPUT_TYPES(cls):
         spec = super().INPUT_TYPES()
-        spec.pop("optional")
+        spec["optional"].pop("preset")
         spec["required"].update({
             "sampler": (list(SAMPLERS), {"default": "ddim", "tooltip": "ddim: the authors' solver (their frames at 40 "
                                    "steps). dpm++2m / unipc: multistep solvers for the same schedule, close to "
@@ -149,12 +184,50 @@ class SampleAdvanced(Sample):
         return spec
 
     def sample(self, model, vae, face, audio_features, emotion, steps, cfg, seed, pose_weight, face_weight,
-               lip_weight, vae_batch, sampler="ddim", cfg_start=0.0, cfg_end=1.0, reuse=1, unique_id=None):
-        settings = SamplingSettings(steps=steps, cfg_scale=cfg, seed=seed, pose_weight=pose_weight,
-                                    face_weight=face_weight, lip_weight=lip_weight,
-                                    clip_length=audio_features.clip_length, vae_batch=vae_batch, sampler=sampler,
-                                    cfg_window=(cfg_start, cfg_end), reuse=reuse)
-        return self.run(model, vae, face, audio_features, emotion, settings, unique_id)
+               lip_weight, vae_batch, sampler="ddim", cfg_start=0.0, cfg_end=1.0, reuse=1, vram_budget_gb=0.0,
+               unique_id=None):
+        settings = _settings(audio_features, steps, cfg, seed, pose_weight, face_weight, lip_weight, vae_batch,
+                             sampler=sampler, cfg_window=(cfg_start, cfg_end), reuse=reuse)
+        return self.run(model, vae, face, audio_features, emotion, settings, vram_budget_gb, unique_id)
+
+
+class SampleToVideo:
+    DESCRIPTION = ("EmoCAST Sample for long speech: each clip is pasted back (optional) and encoded into an MP4 as "
+                   "soon as it is made, so memory holds one clip, not the whole video (10 minutes of 512 px frames "
+                   "as an IMAGE batch are ~45 GB). Outputs a VIDEO for core Save Video.")
+    CATEGORY = SAMPLING
+    FUNCTION = "sample"
+    RETURN_TYPES = (VIDEO,)
+    RETURN_NAMES = ("video",)
+    OUTPUT_TOOLTIPS = ("The MP4 (H.264 + the speech as AAC) at 25 fps; connect it to Save Video.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        spec = Sample.INPUT_TYPES()
+        spec["required"]["audio"] = ("AUDIO", {"tooltip": "The audio output of EmoCAST Encode Audio (muxed as AAC)."})
+        spec["required"]["paste_back"] = ("BOOLEAN", {"default": True, "tooltip": "Put each clip back into the "
+                                                      "full portrait (as EmoCAST Paste Back) before encoding."})
+        return spec
+
+    def sample(self, model, vae, face, audio_features, emotion, steps, cfg, seed, pose_weight, face_weight,
+               lip_weight, vae_batch, audio, paste_back, preset="exact", vram_budget_gb=0.0, unique_id=None):
+        from ..emocast.errors import InputError
+        from ..emocast.preprocess.crop import paste_back as paste
+        from ..emocast.video import write_mp4
+
+        if paste_back and (face.crop is None or face.source is None):
+            raise InputError("this face conditioning has no crop box or source image to paste back into.",
+                             hint="Connect the face output of EmoCAST Encode Face, or turn paste_back off.")
+        settings = _with_preset(_settings(audio_features, steps, cfg, seed, pose_weight, face_weight, lip_weight,
+                                          vae_batch), preset)
+
+        def frames():
+            for clip in sample_clips(model, vae, face, audio_features, emotion, settings, vram_budget_gb, unique_id):
+                yield paste(clip, face.crop, face.source)[0] if paste_back else clip
+
+        path = host.temp_video_path()
+        write_mp4(path, frames(), fps=audio_features.features.fps, audio=audio)
+        return (host.video_from_file(path),)
 
 
 PRESET_TOOLTIP = ("Speed: exact = the authors' DDIM with guidance at every step (their frames; uses the steps "
@@ -163,5 +236,7 @@ PRESET_TOOLTIP = ("Speed: exact = the authors' DDIM with guidance at every step 
                   "balanced and fast bring their own step count and trade quality for speed (README: Speed presets); "
                   "EmoCAST Sample (Advanced) sets each knob.")
 
-NODE_CLASS_MAPPINGS = {"EmoCAST_Sample": Sample, "EmoCAST_SampleAdvanced": SampleAdvanced}
-NODE_DISPLAY_NAME_MAPPINGS = {"EmoCAST_Sample": "EmoCAST Sample", "EmoCAST_SampleAdvanced": "EmoCAST Sample (Advanced)"}
+NODE_CLASS_MAPPINGS = {"EmoCAST_Sample": Sample, "EmoCAST_SampleAdvanced": SampleAdvanced,
+                       "EmoCAST_SampleToVideo": SampleToVideo}
+NODE_DISPLAY_NAME_MAPPINGS = {"EmoCAST_Sample": "EmoCAST Sample", "EmoCAST_SampleAdvanced": "EmoCAST Sample (Advanced)",
+                              "EmoCAST_SampleToVideo": "EmoCAST Sample to Video"}

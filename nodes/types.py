@@ -15,6 +15,7 @@ LIB_VAE = "EMOCAST_VAE"
 IMAGE = "IMAGE"
 MASK = "MASK"
 AUDIO = "AUDIO"
+VIDEO = "VIDEO"
 VAE = "VAE"
 #: What EmoCAST Sample accepts as its vae: core Load VAE's or EmoCAST Load VAE's (a union type).
 ANY_VAE = "VAE,EMOCAST_VAE"

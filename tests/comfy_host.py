@@ -39,6 +39,8 @@ class StubHost:
         #: ComfyUI's command-line flags the dtype choice reads, and the kind of GPU it judges
         self.args = types.SimpleNamespace(force_fp32=False, fp32_unet=False, bf16_unet=False, fp16_unet=False)
         self.gpu = "ampere"  # or "gtx1660" (fp16 gives NaNs), "pre-pascal"
+        self.attention_calls = 0  # calls of comfy.ldm.modules.attention.optimized_attention
+        self.previews = 0  # latent previews decoded (latent_preview's previewer)
 
     # ------------------------------------------------------------------ folder_paths
     def _folder_paths(self, models_dir: Path, output_dir: Path) -> types.ModuleType:
@@ -94,6 +96,7 @@ class StubHost:
         fp.get_full_path = get_full_path
         fp.get_full_path_or_raise = get_full_path_or_raise
         fp.get_output_directory = lambda: str(output_dir)
+        fp.get_temp_directory = lambda: str(Path(output_dir).parent / "temp")
         return fp
 
     # ------------------------------------------------------------------ comfy
@@ -184,6 +187,8 @@ class StubHost:
             host.cache_frees += 1
 
         mm.soft_empty_cache = soft_empty_cache
+        mm.VRAMState = types.SimpleNamespace(DISABLED=0, NO_VRAM=1, LOW_VRAM=2, NORMAL_VRAM=3, HIGH_VRAM=4, SHARED=5)
+        mm.vram_state = mm.VRAMState.NORMAL_VRAM
         mm.module_size = lambda module: sum(t.nelement() * t.element_size() for t in module.state_dict().values())
         return mm
 
@@ -244,6 +249,73 @@ class StubHost:
         utils.ProgressBar = ProgressBar
         return utils
 
+    def _attention(self) -> types.ModuleType:
+        """comfy.ldm.modules.attention: optimized_attention as attention_pytorch ([B, N, heads x dim] layout)."""
+        attention = types.ModuleType("comfy.ldm.modules.attention")
+        host = self
+
+        def optimized_attention(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False,
+                                skip_output_reshape=False):
+            host.attention_calls += 1
+            b, _, dim = q.shape
+            q, k, v = (t.view(b, -1, heads, dim // heads).transpose(1, 2) for t in (q, k, v))
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            return out.transpose(1, 2).reshape(b, -1, dim)
+
+        attention.optimized_attention = optimized_attention
+        return attention
+
+    def _latent_preview(self):
+        """latent_preview.get_previewer with SD1.5's latent2rgb factors, and comfy.latent_formats.SD15."""
+        formats = types.ModuleType("comfy.latent_formats")
+        host = self
+
+        class SD15:
+            latent_channels = 4
+            scale_factor = 0.18215
+            latent_rgb_factors = [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350],
+                                  [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]]
+            taesd_decoder_name = "taesd_decoder"
+
+        class Latent2RGBPreviewer:
+            def __init__(self, factors):
+                self.factors = torch.tensor(factors)
+
+            def decode_latent_to_preview_image(self, preview_format, x0):
+                from PIL import Image
+
+                host.previews += 1
+                rgb = x0[0].permute(1, 2, 0).cpu().float() @ self.factors
+                pixels = ((rgb + 1) / 2).clamp(0, 1).mul(255).byte().numpy()
+                return preview_format, Image.fromarray(pixels), 512
+
+        preview = types.ModuleType("latent_preview")
+        preview.get_previewer = lambda device, latent_format: Latent2RGBPreviewer(latent_format.latent_rgb_factors)
+        formats.SD15 = SD15
+        return formats, preview
+
+    def _comfy_api(self):
+        """comfy_api.latest.InputImpl.VideoFromFile: a VIDEO that knows its file and its components."""
+        api, latest = types.ModuleType("comfy_api"), types.ModuleType("comfy_api.latest")
+        api.__path__ = []
+
+        class VideoFromFile:
+            def __init__(self, file):
+                self.file = file
+
+            def get_dimensions(self):
+                import av
+                with av.open(self.file) as c:
+                    return c.streams.video[0].width, c.streams.video[0].height
+
+            def save_to(self, path, format=None, codec=None, metadata=None):
+                import shutil
+                shutil.copyfile(self.file, path)
+
+        latest.InputImpl = types.SimpleNamespace(VideoFromFile=VideoFromFile)
+        api.latest = latest
+        return api, latest
+
     # ------------------------------------------------------------------ install
     def install(self, models_dir: Path, output_dir: Path) -> "StubHost":
         comfy = types.ModuleType("comfy")
@@ -252,8 +324,18 @@ class StubHost:
         mp = self._model_patcher(mm)
         utils = self._utils()
         comfy.model_management, comfy.model_patcher, comfy.utils = mm, mp, utils
+        attention = self._attention()
+        ldm, ldm_modules = types.ModuleType("comfy.ldm"), types.ModuleType("comfy.ldm.modules")
+        ldm.__path__, ldm_modules.__path__ = [], []
+        comfy.ldm, ldm.modules, ldm_modules.attention = ldm, ldm_modules, attention
+        formats, preview = self._latent_preview()
+        comfy.latent_formats = formats
+        api, latest = self._comfy_api()
         self.modules = {"folder_paths": self._folder_paths(models_dir, output_dir), "comfy": comfy,
-                        "comfy.model_management": mm, "comfy.model_patcher": mp, "comfy.utils": utils}
+                        "comfy.model_management": mm, "comfy.model_patcher": mp, "comfy.utils": utils,
+                        "comfy.ldm": ldm, "comfy.ldm.modules": ldm_modules, "comfy.ldm.modules.attention": attention,
+                        "comfy.latent_formats": formats, "latent_preview": preview, "comfy_api": api,
+                        "comfy_api.latest": latest}
         sys.modules.update(self.modules)
         return self
 

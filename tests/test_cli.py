@@ -68,3 +68,26 @@ def test_a_bad_schedule_names_its_line(tmp_path):
     out = run_cli("generate", "--image", "LICENSE", "--audio", "LICENSE", "--emotion-schedule", str(schedule),
                   "--models", str(tmp_path), "--out", "o.mp4")
     assert out.returncode == 2 and "line 2" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_generate_with_a_vram_budget_gives_the_same_video_and_fp8_a_close_one(demo_run, tmp_path):
+    import av
+    import numpy as np
+    import soundfile as sf
+
+    d, _ = demo_run
+    wave, sr = sf.read(str(ROOT / "emocast/demo/assets/speech_en_16k.wav"), dtype="float32")
+    sf.write(str(tmp_path / "short.wav"), wave[:sr // 2], sr)  # 13 frames: one clip of 16
+
+    def generate(name, *extra):
+        out = run_cli("generate", "--image", str(ROOT / "emocast/demo/assets/portrait_astronaut_512.png"),
+                      "--audio", str(tmp_path / "short.wav"), "--prompt", "happy", "--models", str(d / "models"),
+                      "--out", str(tmp_path / name), "--size", "128", "--steps", "1", "--no-paste-back", *extra)
+        assert out.returncode == 0, out.stderr[-2000:]
+        with av.open(str(tmp_path / name)) as c:
+            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(np.float32)
+
+    full = generate("full.mp4")
+    assert np.array_equal(generate("swap.mp4", "--vram-budget", "0.05"), full)
+    assert 0 < np.abs(generate("fp8.mp4", "--weights", "fp8") - full).mean() < 25  # of 255: near, not equal (~25 dB)

@@ -21,11 +21,12 @@ from pack_fixtures import (AUDIO_SECONDS, ROOT, TINY_SETTINGS, core_nodes, lib, 
 RELEASED_IDS = [
     "EmoCAST_LoadModel", "EmoCAST_LoadVAE", "EmoCAST_LoadTextEncoder", "EmoCAST_EncodeEmotion",
     "EmoCAST_EmotionSchedule", "EmoCAST_LoadFaceAnalysis", "EmoCAST_EncodeFace", "EmoCAST_LoadAudioEncoder",
-    "EmoCAST_EncodeAudio", "EmoCAST_Sample", "EmoCAST_SampleAdvanced", "EmoCAST_PasteBack", "EmoCAST_Doctor",
+    "EmoCAST_EncodeAudio", "EmoCAST_Sample", "EmoCAST_SampleAdvanced", "EmoCAST_SampleToVideo", "EmoCAST_PasteBack",
+    "EmoCAST_Doctor",
 ]
 CUSTOM_TYPES = {"EMOCAST_MODEL", "EMOCAST_TEXT_ENCODER", "EMOCAST_EMOTION", "EMOCAST_FACE_ANALYSIS", "EMOCAST_FACE",
                 "EMOCAST_AUDIO_ENCODER", "EMOCAST_AUDIO", "EMOCAST_VAE"}
-CORE_TYPES = {"IMAGE", "MASK", "AUDIO", "VAE", "INT", "FLOAT", "STRING", "BOOLEAN"}
+CORE_TYPES = {"IMAGE", "MASK", "AUDIO", "VIDEO", "VAE", "INT", "FLOAT", "STRING", "BOOLEAN"}
 CATEGORIES = {"EmoCAST/loaders", "EmoCAST/conditioning", "EmoCAST/sampling", "EmoCAST/postprocess"}
 
 
@@ -221,7 +222,7 @@ def test_basic_workflow_end_to_end(basic_run):
     loading = [p for p in progress if p[0] is None and p[2] > 1000]  # LoadModel: one tick per ~1% of the tensors
     assert loading and loading[-1][1] == loading[-1][2] and 90 <= len(loading) <= 110
     steps = [p for p in progress if p[0] == sample]
-    assert steps[-1][1:3] == (2, 2) and sum(p[3] for p in steps) == 2
+    assert steps[-1][1:3] == (2, 2) and sum(p[3] for p in steps) == 4  # a latent preview per step + a frame per clip
     net_loads = [entry for entry in loads if any(getattr(m.model, "inner", None) is not None for m in entry["models"])]
     assert net_loads and all(entry["force_full_load"] for entry in net_loads)
     # the saved video: H.264 + AAC, frame_count frames at 25 fps, the speech as long as the frames
@@ -274,17 +275,71 @@ def test_library_vae_gives_the_core_vae_frames(pack, fresh, basic_run):
     assert (frames - outputs[_node(graph, "EmoCAST_Sample")][0]).abs().max() < 1e-4
 
 
-@pytest.mark.slow  # needs the workflow run (basic_run)
-def test_sampler_fails_early_when_memory_is_short(pack, fresh, basic_run):
-    graph, outputs, *_ = basic_run
+def _sample_inputs(graph, outputs):
     sample = graph[_node(graph, "EmoCAST_Sample")]["inputs"]
-    inputs = {k: (outputs[v[0]][v[1]] if isinstance(v, list) else v) for k, v in sample.items()}
-    fresh.total_memory = 1 << 20
-    with pytest.raises(ValueError, match=r"not enough memory on cpu: the models need .* GiB"):
+    return {k: (outputs[v[0]][v[1]] if isinstance(v, list) else v) for k, v in sample.items()}
+
+
+@pytest.mark.slow
+def test_sampler_swaps_blocks_when_memory_is_short(pack, fresh, basic_run, monkeypatch):
+    graph, outputs, *_ = basic_run
+    inputs = _sample_inputs(graph, outputs)
+    offload, sampling = lib(pack, "emocast.models.offload"), lib(pack, "nodes.sampling")
+    net = inputs["model"].model
+    need = sampling.working_memory(net, inputs["face"].size, 4, inputs["cfg"], inputs["model"].dtype)
+    half = offload.nbytes(net) // 2
+    fresh.free_memory = need + half  # half the weights (the tiny net's largest block is 40 % of it)
+    swaps = []
+    attach = offload.attach
+    monkeypatch.setattr(offload, "attach", lambda *a, **kw: swaps.append(attach(*a, **kw)) or swaps[-1])
+    (frames,) = pack.NODE_CLASS_MAPPINGS["EmoCAST_Sample"]().sample(**inputs)
+    assert torch.equal(frames, outputs[_node(graph, "EmoCAST_Sample")][0])  # the full load's frames
+    (swap,) = swaps
+    assert swap.meter.peak <= half + offload.smallest_budget(net) and swap.meter.peak < offload.nbytes(net)
+    assert not offload.is_managed(net)
+    assert not any(e["models"][0] is inputs["model"].patcher for e in fresh.loads)  # the net was never loaded whole
+
+
+@pytest.mark.slow  # needs the workflow run (basic_run)
+def test_sampler_refuses_only_when_one_block_cannot_fit_and_says_what_would(pack, fresh, basic_run):
+    graph, outputs, *_ = basic_run
+    inputs = _sample_inputs(graph, outputs)
+    fresh.free_memory = 1 << 20
+    with pytest.raises(ValueError, match="not enough free memory on cpu: one clip needs about") as e:
         pack.NODE_CLASS_MAPPINGS["EmoCAST_Sample"]().sample(**inputs)
-    fresh.total_memory, fresh.free_memory = 128 << 30, 1 << 20
-    with pytest.raises(ValueError, match="not enough free memory"):
-        pack.NODE_CLASS_MAPPINGS["EmoCAST_Sample"]().sample(**inputs)
+    assert "192 px" in e.value.hint or "Resolution" in e.value.hint
+
+
+@pytest.mark.slow  # needs the workflow run (basic_run)
+def test_hosted_attention_is_comfyuis_and_matches_sdpa(pack, fresh, basic_run):
+    assert fresh.attention_calls > 0  # the workflow's sampler went through ComfyUI's optimized_attention
+    attention = lib(pack, "emocast.models.attention")
+    assert lib(pack, "nodes.host").use_host_attention() and attention._backend is not attention.sdpa_attention
+    q, k, v = (torch.randn(2, n, 64, generator=torch.Generator().manual_seed(n)) for n in (10, 14, 14))
+    before = fresh.attention_calls
+    hosted = attention.multi_head_attention(q, k, v, 8)
+    assert fresh.attention_calls == before + 1
+    assert (hosted - attention.sdpa_attention(q, k, v, 8)).abs().max() < 1e-6
+
+
+@pytest.mark.slow
+def test_sample_to_video_streams_clips_into_an_mp4(pack, fresh, basic_run, tmp_path):
+    graph, outputs, *_ = basic_run
+    inputs = _sample_inputs(graph, outputs)
+    audio = outputs[_node(graph, "EmoCAST_EncodeAudio")][1]
+    fresh.previews = 0
+    (video,) = pack.NODE_CLASS_MAPPINGS["EmoCAST_SampleToVideo"]().sample(**inputs, audio=audio, paste_back=True,
+                                                                          unique_id="12")
+    assert fresh.previews == 2  # one latent preview per denoising step (2 clips x 1 step)
+    frame_count = math.ceil(AUDIO_SECONDS * 25)
+    video.save_to(str(tmp_path / "saved.mp4"))
+    with av.open(str(tmp_path / "saved.mp4")) as c:
+        v = c.streams.video[0]
+        assert (v.width, v.height) == (512, 512) and c.streams.audio
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(decoded) == frame_count
+    pasted = outputs[_node(graph, "EmoCAST_PasteBack")][0]  # the IMAGE path's frames, through H.264
+    assert abs(torch.tensor(decoded[-1]).float() / 255 - pasted[-1]).mean() < 0.03
 
 
 @pytest.mark.slow  # needs the workflow run (basic_run)

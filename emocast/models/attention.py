@@ -16,13 +16,28 @@ from torch import nn
 FACE_TOKENS = 4
 
 
-def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over `heads` heads; q [B, Lq, C], k / v [B, Lk, C] -> [B, Lq, C]."""
     b, lq, c = q.shape
     d = c // heads
     q, k, v = (t.reshape(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v)
     return out.transpose(1, 2).reshape(b, lq, c)
+
+
+#: The attention every layer calls: SDPA, or a host's backend (ComfyUI's optimized_attention) set by
+#: `set_backend`; same layout: q [B, Lq, heads x d], k / v [B, Lk, heads x d], `heads` -> [B, Lq, heads x d].
+_backend = sdpa_attention
+
+
+def set_backend(fn=None) -> None:
+    """Use `fn(q, k, v, heads)` for every attention layer (None: back to SDPA)."""
+    global _backend
+    _backend = fn or sdpa_attention
+
+
+def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    return _backend(q, k, v, heads)
 
 
 def _keys_values(module: nn.Module, cache: dict | None, compute):

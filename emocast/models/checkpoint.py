@@ -167,10 +167,11 @@ def load_into(model: nn.Module, path: str | Path, dtype: str | torch.dtype | Non
 
 
 def load_net(path: str | Path, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu",
-             progress: Callable[[int, int], None] | None = None) -> nn.Module:
+             progress: Callable[[int, int], None] | None = None, weight_dtype: str | None = None) -> nn.Module:
     """The EmoCAST Net of a checkpoint (widths from its shapes), built on meta, filled strictly, in eval mode.
 
     One file open: the layout check, the widths and the tensors all come from the same read.
+    weight_dtype "fp8_e4m3fn" (or "fp8"): Linear / Conv weights stored in fp8, computed in `dtype` (models.fp8).
     """
     from .net import EmoCASTNet
 
@@ -178,6 +179,12 @@ def load_net(path: str | Path, dtype: str | torch.dtype | None = None, device: s
         net = EmoCASTNet.build(net_config(info.shapes))
         expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         _fill(net, info, take, mapped, expected, resolve_dtype(dtype, device), device, progress)
+    if weight_dtype not in (None, "default", "fp8", "fp8_e4m3fn"):
+        raise InputError(f"unknown weight dtype {weight_dtype!r}; expected default or fp8_e4m3fn.")
+    if weight_dtype in ("fp8", "fp8_e4m3fn"):
+        from .fp8 import quantize_
+
+        quantize_(net)
     return net.eval().requires_grad_(False)
 
 

@@ -33,4 +33,6 @@ class EmoCASTNet(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.denoising_unet.conv_in.weight.device
+        """The compute device (with block swap, where the blocks run, not where the weights rest)."""
+        swap = getattr(self, "_emocast_offload", None)
+        return swap.device if swap is not None else self.denoising_unet.conv_in.weight.device
