@@ -1,6 +1,6 @@
 """Many videos with one command: a JSONL of jobs -> DIR/<name>.mp4 + DIR/report.jsonl.
 
-Each job is one `generate` (the same code: commands.render), so a job gives the frames `generate`
+Each job is one `generate` (the same code: run.render), so a job gives the frames `generate`
 gives for the same inputs and seed. In this process the models are loaded once; with Ray each
 worker (an actor per GPU, or per CPU on a CPU cluster) loads them once and takes jobs as it frees.
 Resumable and fault tolerant by construction:
@@ -46,11 +46,11 @@ class Job:
 
 def job_options() -> dict[str, argparse.Action]:
     """The generate settings a job may set (dest -> argparse action): the CLI's own list, so new ones come free."""
-    from .cli import _add_face_args, _add_sampling_args
+    from .options import add_face_args, add_sampling_args
 
     p = argparse.ArgumentParser(add_help=False)
-    _add_face_args(p)
-    _add_sampling_args(p)
+    add_face_args(p)
+    add_sampling_args(p)
     return {a.dest: a for a in p._actions if a.dest not in BATCH_ONLY}
 
 
@@ -80,7 +80,7 @@ def _default_name(job: dict) -> str:
 
 def parse_job(obj, line: int, base: argparse.Namespace, folder: Path, options: dict) -> Job:
     """One JSONL object -> Job, or an InputError with one line saying what is wrong."""
-    from .commands import _settings, job_emotion
+    from .run import job_emotion, sampling_settings
 
     if not isinstance(obj, dict):
         raise InputError(f"a job must be a JSON object, got {type(obj).__name__}.")
@@ -107,7 +107,7 @@ def parse_job(obj, line: int, base: argparse.Namespace, folder: Path, options: d
     for key, value in obj.items():
         if key in options:
             setattr(args, key, _value(options[key], key, value))
-    _settings(args)  # range checks of the sampling settings, here rather than on a worker
+    sampling_settings(args)  # range checks of the sampling settings, here rather than on a worker
     return Job(name, line, args, job_emotion(args))
 
 
@@ -158,9 +158,9 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def _models(self, dtype: str):
-        from .commands import _device_dtype, load_models
+        from .run import device_dtype, load_models
 
-        device, torch_dtype = _device_dtype(self.base.device, dtype)
+        device, torch_dtype = device_dtype(self.base.device, dtype)
         if (device, torch_dtype) not in self.models:
             self.models[device, torch_dtype] = load_models(self.models_dir, self.base, device, torch_dtype)
         return device, self.models[device, torch_dtype]
@@ -175,7 +175,7 @@ class Worker:
 
     def run(self, job: Job, out: Path, attempt: int = 1) -> dict:
         """Render `job` to `out`; the report row (a bad job is an error row, never an exception)."""
-        from .commands import render
+        from .run import render
 
         t0, device = time.perf_counter(), None
         try:
@@ -286,9 +286,11 @@ def _error(started: dict) -> EmoCASTError:
     return getattr(errors, started["kind"], EmoCASTError)(started["error"], hint=started["hint"])
 
 
-def run_batch(args) -> int:
-    """The `batch` command: read the jobs, skip the finished, run the rest, report. Exit 1 if a job failed."""
-    from .commands import models_folder
+def run_batch(args, run_ray=None) -> int:
+    """The `batch` command: read the jobs, skip the finished, run the rest, report. Exit 1 if a job failed.
+
+    run_ray: the Ray runner (emocast.batch_ray.run_ray, which builds on this module), for `--ray`."""
+    from .run import models_folder
 
     t0 = time.perf_counter()
     args.verbose = getattr(args, "verbose", False)
@@ -314,8 +316,6 @@ def run_batch(args) -> int:
             else:
                 todo.append(job)
         if todo and args.ray:
-            from .batch_ray import run_ray
-
             run_ray(todo, out_dir, args, str(models_dir), report)
         elif todo:
             run_local(todo, out_dir, args, models_dir, report)

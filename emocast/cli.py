@@ -18,76 +18,9 @@ import logging
 import sys
 
 from .errors import EmoCASTError
+from .options import add_face_args, add_inputs, add_model_args, add_sampling_args
 
 log = logging.getLogger("EmoCAST")
-
-
-def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    from .conditioning import SamplingSettings
-
-    d = SamplingSettings()
-    g = p.add_argument_group("sampling")
-    g.add_argument("--preset", choices=("exact", "balanced", "fast"), default="exact",
-                   help="speed preset (default exact: the authors' DDIM 40 steps; see README 'Speed presets'); "
-                        "--steps / --sampler / --cfg-window / --reuse override its parts")
-    g.add_argument("--steps", type=int, default=None,
-                   help=f"denoising steps (default: the preset's, {d.steps} for exact)")
-    g.add_argument("--sampler", choices=("ddim", "dpm++2m", "unipc"), default=None,
-                   help="solver (default: the preset's)")
-    g.add_argument("--cfg-window", metavar="START,END", default=None,
-                   help="guide only the steps whose fraction done is in [START, END), e.g. 0,0.5 "
-                        "(default: the preset's)")
-    g.add_argument("--reuse", type=int, default=None,
-                   help="run the whole UNet every N steps, the outer levels only in between "
-                        "(1 = off; default: the preset's)")
-    g.add_argument("--cfg", type=float, default=d.cfg_scale, help=f"guidance scale (default {d.cfg_scale})")
-    g.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
-    g.add_argument("--pose-weight", type=float, default=d.pose_weight, help="scale of the full-frame audio branch")
-    g.add_argument("--face-weight", type=float, default=d.face_weight, help="scale of the face audio branch")
-    g.add_argument("--lip-weight", type=float, default=d.lip_weight, help="scale of the lip audio branch")
-    g.add_argument("--clip-length", type=int, default=d.clip_length, help="frames per clip (default 16)")
-    g.add_argument("--vae-batch", type=int, default=d.vae_batch,
-                   help="frames per VAE decode call (default 1: frame by frame, the authors' exact frames)")
-    g.add_argument("--size", type=int, default=None, help="model resolution (default 512; 128 for the demo)")
-    g.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
-                   help="compute precision (auto: fp16 on CUDA where safe, fp32 on GTX 16xx, pre-Pascal GPUs and "
-                        "the CPU; bf16 needs an Ampere or newer GPU)")
-    g.add_argument("--device", default="auto", help="torch device (auto: cuda when available)")
-    g.add_argument("--vram-budget", type=float, default=0.0, metavar="GB",
-                   help="block swap: keep the network's weights in RAM and move blocks to the device within GB "
-                        "(0: load it whole; same frames, slower)")
-    g.add_argument("--weights", choices=("default", "fp8"), default="default",
-                   help="weight storage: fp8 halves the network's weight memory vs fp16 (frames change slightly)")
-
-
-def _add_inputs(p: argparse.ArgumentParser) -> None:
-    """Portrait, speech, emotion and the models folder (generate and compare-samplers)."""
-    p.add_argument("--image", required=True, help="portrait image (any size; the face is cropped and pasted back)")
-    p.add_argument("--audio", required=True, help="speech audio (wav, mp3, flac, m4a, ...)")
-    emo = p.add_mutually_exclusive_group(required=True)
-    emo.add_argument("--prompt", help='emotion prompt, e.g. "A person is talking with happy emotion."')
-    emo.add_argument("--emotion-schedule", metavar="FILE",
-                     help="emotion keyframes, one per line: '<seconds> [@intensity]: <prompt>'")
-    p.add_argument("--models", default=None, help="ComfyUI-style models folder (default: ComfyUI's, when found)")
-
-
-def _add_face_args(p) -> None:
-    p.add_argument("--no-paste-back", action="store_true", help="write the square crop instead of the full image")
-    p.add_argument("--face-index", type=int, default=None, help="which face when there are several (0 = leftmost; "
-                                                                "default: the largest)")
-    p.add_argument("--no-face", choices=("error", "whole image"), default="error",
-                   help="what to do when no face is found (default: error)")
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    m = p.add_argument_group("model files (default: the preferred file of each models sub-folder)")
-    m.add_argument("--checkpoint", help="EmoCAST net (models/emocast/)")
-    m.add_argument("--vae", help="SD VAE (models/vae/)")
-    m.add_argument("--clip", help="CLIP ViT-L/14 text encoder (models/text_encoders/)")
-    m.add_argument("--wav2vec2", help="wav2vec2-base-960h (models/audio_encoders/)")
-    m.add_argument("--landmarker", default="auto",
-                   choices=("auto", "mediapipe tasks", "mediapipe face mesh", "insightface 2d106"),
-                   help="face landmarks for the masks (auto: mediapipe when available)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,21 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=4, help="DDIM steps (default 4)")
 
     p = sub.add_parser("generate", help="generate a talking video from a portrait, speech and an emotion prompt")
-    _add_inputs(p)
+    add_inputs(p)
     p.add_argument("--out", required=True, help="output MP4")
-    _add_face_args(p)
-    _add_model_args(p)
-    _add_sampling_args(p)
+    add_face_args(p)
+    add_model_args(p)
+    add_sampling_args(p)
 
     p = sub.add_parser("compare-samplers", help="render the same clip(s) with each speed preset: time, denoiser "
                                                 "passes and PSNR / SSIM / max abs vs exact")
-    _add_inputs(p)
+    add_inputs(p)
     p.add_argument("--presets", default="exact,balanced,fast", help="comma-separated presets (exact is the reference)")
     p.add_argument("--seconds", type=float, default=None, help="use only the first SECONDS of the audio")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the figures as JSON")
-    _add_face_args(p)
-    _add_model_args(p)
-    _add_sampling_args(p)
+    add_face_args(p)
+    add_model_args(p)
+    add_sampling_args(p)
 
     p = sub.add_parser("batch", help="many videos from a JSONL of jobs, resumable, in this process or on a Ray "
                                      "cluster (--ray)")
@@ -132,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs per Ray worker (default 1; 0.5 "
                                                                         "puts two workers on a GPU)")
     g = p.add_argument_group("job defaults (a job's own keys win)")
-    _add_face_args(g)
-    _add_model_args(p)
-    _add_sampling_args(p)
+    add_face_args(g)
+    add_model_args(p)
+    add_sampling_args(p)
 
     p = sub.add_parser("verify-checkpoint", help="check that a file has the EmoCAST net.pth layout (exit 0 if so)")
     p.add_argument("path", help="net.pth or .safetensors")

@@ -1,27 +1,11 @@
-"""What each CLI subcommand does (argument parsing lives in cli.py)."""
+"""What each CLI subcommand does (argument parsing lives in cli.py and options.py)."""
 from __future__ import annotations
 
-
-def _device_dtype(device: str, dtype: str):
-    import torch
-
-    from .weights import resolve_dtype
-
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       "cpu" if device == "auto" else device)
-    return dev, resolve_dtype(dtype, dev)
+from .run import device_dtype, job_emotion, load_models, models_folder, render, sampling_settings
 
 
-def _settings(args, preset: str | None = None, **overrides):
-    from .conditioning import SamplingSettings
-    from .pipeline.presets import apply_preset, parse_window
 
-    knobs = {k: v for k, v in (("steps", args.steps), ("sampler", args.sampler), ("reuse", args.reuse),
-                               ("cfg_window", parse_window(args.cfg_window))) if v is not None}
-    base = SamplingSettings(cfg_scale=args.cfg, seed=args.seed, pose_weight=args.pose_weight,
-                            face_weight=args.face_weight, lip_weight=args.lip_weight, clip_length=args.clip_length,
-                            vae_batch=args.vae_batch, **overrides)
-    return apply_preset(base, preset or args.preset, **knobs)
+
 
 
 def _report(info, t0: float) -> None:
@@ -73,95 +57,29 @@ def generate(args):
     t0 = time.perf_counter()
     models_dir = models_folder(args.models)
     emotion = job_emotion(args)
-    _settings(args)
+    sampling_settings(args)
     check_model_size(args.size or 512)
     image, speech, out = open_image(args.image), load_speech(args.audio), prepare_output(args.out)
-    device, dtype = _device_dtype(args.device, args.dtype)
+    device, dtype = device_dtype(args.device, args.dtype)
     info = render(load_models(models_dir, args, device, dtype), args, emotion, out, image=image, speech=speech)
     _report(info, t0)
     return 0
 
 
-def models_folder(models):
-    """The models folder: `models` or ComfyUI's, checked to exist."""
-    from pathlib import Path
-
-    from . import model_files as mf
-    from .errors import InputError
-
-    models_dir = Path(models) if models else mf.comfyui_models_dir()
-    if models_dir is None or not models_dir.is_dir():
-        raise InputError(f"models folder not found: {models or '(none given, no ComfyUI models folder found)'}.",
-                         hint="Pass --models DIR (a folder with emocast/, vae/, text_encoders/, audio_encoders/, "
-                              "insightface/ sub-folders) or set COMFYUI_MODELS.")
-    return models_dir
 
 
-def job_emotion(args):
-    """Check the image and audio files exist; the prompt (checked), or the parsed emotion schedule file."""
-    from pathlib import Path
-
-    from .emotion.schedule import EmotionSchedule, KeyframeSpec, parse_schedule
-    from .errors import InputError
-
-    for p, what in ((args.image, "image"), (args.audio, "audio")):
-        if not Path(p).is_file():
-            raise InputError(f"{what} file not found: {p}", hint=f"Check the --{what} path.")
-    if not args.emotion_schedule:
-        EmotionSchedule((KeyframeSpec(0.0, args.prompt),), transition_s=0.0)  # checks the prompt
-        return args.prompt
-    path = Path(args.emotion_schedule)
-    if not path.is_file():
-        raise InputError(f"emotion schedule file not found: {path}", hint="Check the --emotion-schedule path.")
-    return parse_schedule(path.read_text())
 
 
-def load_models(models_dir, args, device, dtype):
-    """Every model from a models folder (args: checkpoint, vae, clip, wav2vec2, landmarker choices) -> run.Models."""
-    from . import model_files as mf
-    from .models.checkpoint import load_net
-    from .models.clip_text import load_text_encoder
-    from .models.vae import load_vae
-    from .models.wav2vec2 import load_wav2vec2
-    from .preprocess.face import FaceAnalyser
-    from .preprocess.landmarks import load_landmarker
-    from .run import Models
-
-    swap = getattr(args, "vram_budget", 0) > 0
-    net = load_net(mf.find_model(models_dir, mf.EMOCAST, args.checkpoint), dtype=dtype,
-                   device="cpu" if swap else device, weight_dtype=getattr(args, "weights", "default"))
-    if swap:  # block swap: the weights stay in RAM, each block visits `device` within the budget
-        from .models import offload
-
-        offload.attach(net, device, int(args.vram_budget * 2 ** 30))
-    analyser = FaceAnalyser(models_dir / mf.INSIGHTFACE.key)
-    tasks = mf.candidates(models_dir, mf.LANDMARKER)
-    return Models(
-        net=net,
-        vae=load_vae(mf.find_model(models_dir, mf.VAE, args.vae), dtype=dtype, device=device),
-        text=load_text_encoder(mf.find_model(models_dir, mf.CLIP, args.clip), device=device),
-        wav2vec2=load_wav2vec2(mf.find_model(models_dir, mf.WAV2VEC2, args.wav2vec2), device=device),
-        analyser=analyser,
-        landmarker=load_landmarker(args.landmarker, task_file=tasks[0] if tasks else None, analyser=analyser),
-    )
 
 
-def render(models, args, emotion, out, progress=None, image=None, speech=None):
-    """One video with loaded models: the generate settings in `args` (shared by generate and batch);
-    `image` / `speech` when already opened, else read from args.image / args.audio."""
-    from .run import generate_video
-
-    return generate_video(models, args.image if image is None else image,
-                          args.audio if speech is None else speech, emotion, out, _settings(args), size=args.size or 512,
-                          paste_back=not args.no_paste_back, face_index=args.face_index, no_face=args.no_face,
-                          progress=progress)
 
 
 def batch(args):
     """Many jobs (JSONL) -> DIR/<name>.mp4 + DIR/report.jsonl, in this process or on a Ray cluster."""
     from .batch import run_batch
+    from .batch_ray import run_ray
 
-    return run_batch(args)
+    return run_batch(args, run_ray)
 
 
 def compare_samplers(args):
@@ -178,9 +96,9 @@ def compare_samplers(args):
     if unknown or not presets:
         raise InputError(f"unknown preset(s) {', '.join(unknown) or '(none)'}.", hint=f"Use {','.join(PRESET_NAMES)}.")
     emotion = job_emotion(args)
-    device, dtype = _device_dtype(args.device, args.dtype)
+    device, dtype = device_dtype(args.device, args.dtype)
     models = load_models(models_folder(args.models), args, device, dtype)
-    settings = _settings(args, preset="exact")
+    settings = sampling_settings(args, preset="exact")
     speech = load_speech(args.audio)
     if args.seconds:
         speech = Speech(speech.samples[:max(1, int(args.seconds * speech.sample_rate))], speech.sample_rate)

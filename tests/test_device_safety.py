@@ -152,7 +152,7 @@ def test_cuda_and_cuda_0_are_the_same_device():
     ((7, 5), "NVIDIA GeForce GTX 1660 SUPER", torch.float32), ((7, 5), "NVIDIA GeForce GTX 1650", torch.float32),
     ((5, 2), "NVIDIA GeForce GTX 980", torch.float32)])
 def test_cli_dtype_follows_the_gpu(monkeypatch, caplog, capability, name, auto):
-    from emocast.commands import _device_dtype
+    from emocast.run import device_dtype as _device_dtype
     from emocast.weights import resolve_dtype
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
@@ -171,7 +171,7 @@ def test_cli_dtype_follows_the_gpu(monkeypatch, caplog, capability, name, auto):
 
 
 def test_cpu_dtypes_need_no_gpu_query(monkeypatch):
-    from emocast.commands import _device_dtype
+    from emocast.run import device_dtype as _device_dtype
     from emocast.weights import resolve_dtype
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: pytest.fail("asked the GPU"))

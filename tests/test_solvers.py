@@ -167,7 +167,7 @@ def test_settings_replace_keeps_the_knobs():
 
 def test_presets_expand_and_the_cli_knobs_override_them():
     from emocast.cli import build_parser
-    from emocast.commands import _settings
+    from emocast.run import sampling_settings as _settings
     from emocast.pipeline.presets import SPEED_PRESETS, apply_preset
 
     assert apply_preset(SamplingSettings(), "exact") == SamplingSettings()  # exact is the authors' default
