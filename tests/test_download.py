@@ -260,7 +260,7 @@ def test_loader_toggle_downloads_with_the_progress_bar(hub, node_pack):
     # the node itself: the toggle downloads, then the loader reads the file (random bytes: a CheckpointError)
     serve(hub, mf.REMOTES[0], payload(1000))
     with pytest.raises(errors.CheckpointError):
-        pack.NODE_CLASS_MAPPINGS["EmoCAST_LoadModel"]().load("net.pth", "fp32", True)
+        pack.NODE_CLASS_MAPPINGS["EmoCAST_LoadModel"]().load("net.pth", "fp32", download_if_missing=True)
     assert (models / "emocast" / "net.pth").is_file()
 
 
