@@ -55,6 +55,7 @@ def test_wav_is_read_as_librosa_does(speech):
     assert torch.equal(speech.samples, torch.from_numpy(ref))
 
 
+@pytest.mark.slow
 def test_48k_stereo_dict_is_mixed_and_resampled_like_librosa(tmp_path):
     wave = sine(1.0, 48000, channels=2)
     sf.write(tmp_path / "s.wav", wave.T, 48000, subtype="FLOAT")

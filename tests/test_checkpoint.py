@@ -255,6 +255,7 @@ def test_pickles_needing_code_are_refused_not_run(tmp_path):
 
 # ------------------------------------------------------------------------------------------- CLI
 
+@pytest.mark.slow
 def test_cli_verify_accepts_the_released_layout_from_its_header(tmp_path):
     out = run_cli("verify-checkpoint", sparse_safetensors(tmp_path / "net.safetensors", REAL))
     assert out.returncode == 0, out.stderr
@@ -262,6 +263,7 @@ def test_cli_verify_accepts_the_released_layout_from_its_header(tmp_path):
     assert "2,832 entries, 2,493,427,348 parameters (+ 1,208,320 buffer values), fp16, 4.99 GB" in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_verify_diagnoses_hallo_with_exit_2(tmp_path):
     hallo = {k: s for k, s in REAL.items() if not any(m in k for m in ck.EMOCAST_ONLY)}
     out = run_cli("verify-checkpoint", sparse_safetensors(tmp_path / "net.safetensors", hallo))
@@ -286,6 +288,7 @@ def test_cli_convert_then_verify_a_tiny_net(tmp_path):
     assert same.returncode == 2 and "is the input file" in same.stderr
 
 
+@pytest.mark.slow
 def test_cli_convert_refuses_a_wrong_layout_and_writes_nothing(tmp_path):
     mm = {k.removeprefix("denoising_unet."): torch.zeros(2) for k in TINY_NAMES if "motion_modules." in k}
     out = run_cli("convert-checkpoint", save(mm, tmp_path / "mm.ckpt"), "--out", tmp_path / "x.safetensors")
@@ -310,6 +313,7 @@ def test_safetensors_header_is_validated_before_reading(tmp_path):
     assert "byte ranges do not match the shapes of ['proj.bias']" in error(path)
 
 
+@pytest.mark.slow
 def test_the_emocast_net_loads_in_one_call(tmp_path):
     """The real model class, tiny widths: meta build + load_into, every tensor materialised in bf16."""
     from emocast.demo.tiny import key_shapes

@@ -55,6 +55,7 @@ def test_exported_models_verify_and_generate_with_an_emotion_schedule(demo_run, 
       "--out", "o.mp4"], "models folder not found"),
     (["verify-checkpoint", "LICENSE"], "error:"),
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_clear_line_and_exit_code_2(args, message):
     out = run_cli(*args)
     assert out.returncode == 2
@@ -62,6 +63,7 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(args, message):
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_a_bad_schedule_names_its_line(tmp_path):
     schedule = tmp_path / "s.txt"
     schedule.write_text("0.0: calm\nsoon: angry\n")

@@ -89,6 +89,7 @@ def test_sampler_runs_after_layer_by_layer_moves(on_meta):
     assert [c.shape for c in clips] == [(FRAMES, 3, SIZE, SIZE)]
 
 
+@pytest.mark.slow
 def test_network_reloaded_around_vae_calls_between_clips(on_meta):
     """ComfyUI unloads the network to load the VAE and loads it again, layer by layer: clip 2 still runs."""
     net = tiny_net().to(META)
@@ -98,6 +99,7 @@ def test_network_reloaded_around_vae_calls_between_clips(on_meta):
     assert len(clips) == 2 and vae.calls == 4  # encode + decode per clip
 
 
+@pytest.mark.slow
 def test_network_unloaded_and_not_reloaded_stops_at_the_next_clip(on_meta):
     net = tiny_net().to(META)
     vae = ReloadingVAE(MetaVAE(), net, unload=lambda m: m.to_empty(device="cpu"), reload=None, around=("decode",))

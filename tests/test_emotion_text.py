@@ -108,6 +108,7 @@ def test_long_prompts_keep_75_tokens_and_warn(encoder, caplog):
         in caplog.text
 
 
+@pytest.mark.slow
 def test_fp16_comfy_file_with_extras_equals_fp32_of_the_same_values(tmp_path, tiny_weights, encoder):
     half = {k: v.half() for k, v in tiny_weights.items()}
     extras = {"text_projection.weight": torch.zeros(768, 768, dtype=torch.half),

@@ -13,6 +13,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.inf if mse == 0 else 10 * math.log10(1 / mse)
 
 
+@pytest.mark.slow
 def test_fp8_stores_a_byte_per_weight_and_rounds_each_by_at_most_a_sixteenth(tiny_case):
     net = copy.deepcopy(tiny_case.net).half()
     before = {n: m.weight.detach().float().clone() for n, m in net.named_modules()

@@ -1,6 +1,8 @@
 """The pack's shape: the library never imports the host, the CLI answers, errors are one line."""
 import ast
 
+import pytest
+
 from conftest import ROOT, run_cli
 
 HOST_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "server",
@@ -27,6 +29,7 @@ def test_library_never_reads_shared_folder():
     assert hits == []
 
 
+@pytest.mark.slow
 def test_cli_help_lists_every_subcommand():
     out = run_cli("--help")
     assert out.returncode == 0

@@ -1,4 +1,6 @@
 """The one strict state-dict matcher (emocast/models/loading.py), through every small-model loader."""
+import functools
+
 import pytest
 import torch
 
@@ -21,9 +23,15 @@ LOADERS = {
 }
 
 
+@functools.cache
+def weights_of(kind):
+    """The loader's tiny weights, made once (the tests replace entries, never change a tensor)."""
+    return LOADERS[kind][1]()
+
+
 def write(tmp_path, kind, edit=None):
-    _, weights, cfg, _ = LOADERS[kind]
-    sd = weights()
+    cfg = LOADERS[kind][2]
+    sd = dict(weights_of(kind))
     if edit:
         edit(sd)
     return save_weights(sd, tmp_path / f"{kind}_file.safetensors", cfg())
@@ -54,7 +62,7 @@ def test_a_mis_shaped_key_is_refused_with_both_shapes(tmp_path, kind):
     with pytest.raises(CheckpointError) as e:
         LOADERS[kind][0](write(tmp_path, kind, grow))
     msg = str(e.value)
-    n = LOADERS[kind][1]()[key].shape[0]
+    n = weights_of(kind)[key].shape[0]
     assert "0 unexpected, 1 with another shape." in msg
     assert f"other shape (1): {key.removeprefix('text_model.')} [{n + 1}] in the file, [{n}] expected" in msg
 

@@ -54,6 +54,7 @@ def test_audio_module_widths_follow_the_block_input(fixtures):
     assert inner["up_blocks.3.audio_modules.2"] == 320
 
 
+@pytest.mark.slow
 def test_motion_modules_run_only_where_the_authors_ran_them(tiny_case, monkeypatch):
     """docs/authors_behaviours.md#b20: the authors' trace counts the motion-module calls; levels without
     attention run none."""

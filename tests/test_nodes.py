@@ -517,11 +517,13 @@ def _import_pack_copy(tmp_path, models_dir, hide):
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_entry_imports_without_optional_dependencies(tmp_path, models_dir):
     result = _import_pack_copy(tmp_path, models_dir, ["insightface", "librosa", "av", "onnxruntime", "mediapipe"])
     assert result["ids"] == RELEASED_IDS and result["warnings"] == [] and result["width"] == 320
 
 
+@pytest.mark.slow
 def test_a_family_that_cannot_import_is_skipped_with_one_warning(tmp_path, models_dir):
     result = _import_pack_copy(tmp_path, models_dir, ["cv2"])
     assert "EmoCAST_EncodeFace" not in result["ids"] and "EmoCAST_Sample" in result["ids"]

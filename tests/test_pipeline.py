@@ -39,6 +39,7 @@ def test_progress_ticks_every_step_of_every_clip_and_cancel_leaves_nothing_behin
     assert torch.equal(again, tiny_case.generate(audio=audio, steps=2))
 
 
+@pytest.mark.slow
 def test_clip_loop_feeds_motion_frames_and_trims_to_the_audio(tiny_case, monkeypatch):
     import emocast.pipeline.clips as clips_module
 
@@ -128,6 +129,7 @@ def test_a_one_keyframe_schedule_is_the_single_prompt_exactly(tiny_case):
     assert torch.equal(tiny_case.generate(emotion=scheduled, steps=1), tiny_case.generate(steps=1))
 
 
+@pytest.mark.slow
 def test_each_frame_gets_its_own_emotion_across_clips(tiny_case, monkeypatch):
     import emocast.pipeline.clips as clips_module
     from emocast.emotion.schedule import parse_schedule

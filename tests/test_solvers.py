@@ -120,6 +120,7 @@ def test_shallow_call_on_its_own_deep_features_equals_the_full_call(tiny_case, c
     assert (other - full).abs().max() > 1e-3 * full.abs().max()
 
 
+@pytest.mark.slow
 def test_default_settings_are_the_authors_ddim_loop(tiny_case):
     """sampler / window / reuse at their defaults change nothing (conformance runs the same path)."""
     from emocast.pipeline.sampler import SampleStats
@@ -130,6 +131,7 @@ def test_default_settings_are_the_authors_ddim_loop(tiny_case):
     assert stats.passes == 2 * tiny_case.settings.steps and stats.shallow_passes == 0 and stats.denoise_s > 0
 
 
+@pytest.mark.slow
 def test_window_and_reuse_count_passes(tiny_case):
     from emocast.pipeline.sampler import SampleStats, guided_steps
 
