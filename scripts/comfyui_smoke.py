@@ -1,7 +1,7 @@
 """The node pack in a real ComfyUI server, end to end on the tiny models (a check to run by hand, not in CI).
 
     python3 scripts/comfyui_smoke.py --comfyui /tmp/comfyui [--torchvision-shim .../install.sh]
-                                     [--port 8199] [--skip-install] [--keep-running]
+                                     [--port 8199] [--skip-install] [--keep-running] [--preview-method latent2rgb]
 
 Given a ComfyUI source folder (e.g. `git archive` of Comfy-Org/ComfyUI), outside this repository:
 1. sets up <comfyui>/.venv if missing: torch==2.13.0 (CPU), torchvision==0.28.0 and torchaudio with torch
@@ -10,9 +10,10 @@ Given a ComfyUI source folder (e.g. `git archive` of Comfy-Org/ComfyUI), outside
 2. copies (never links) the pack to custom_nodes/ComfyUI-EmoCAST; writes the tiny demo models into models/
    (emocast_tiny_*), plus a real-size sd-vae-ft-mse with random weights in the released LDM naming for core
    Load VAE (which only reads the SD VAE shapes), and the demo portrait / speech into input/;
-3. starts `main.py --cpu --listen 127.0.0.1`, checks the log has no IMPORT FAILED and no EmoCAST warning,
-   every EmoCAST node is in /object_info, and the shipped UI workflows' widget values fit the server's node
-   definitions;
+3. starts `main.py --cpu --listen 127.0.0.1 --preview-method latent2rgb` (ComfyUI's step previews, which
+   EmoCAST Sample sends as it samples; `--preview-method none` leaves only its one preview per clip), checks
+   the log has no IMPORT FAILED and no EmoCAST warning, every EmoCAST node is in /object_info, and the
+   shipped UI workflows' widget values fit the server's node definitions;
 4. queues the shipped API workflows (basic and emotion schedule; tiny model names, 128 px, 1 step, 4 frames
    per clip) through POST /prompt, waits on /history, checks each saved MP4 with PyAV (frames = ceil(audio x
    25), H.264 + AAC, audio as long as the video); then queues a longer run and cancels it with POST /interrupt.
@@ -139,9 +140,10 @@ def http(port: int, path: str, data=None, timeout=30):
     return json.loads(body) if body else None
 
 
-def start_server(comfy: Path, py: Path, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(comfy: Path, py: Path, port: int, log_path: Path, preview: str = "latent2rgb") -> subprocess.Popen:
     log = open(log_path, "w")
-    proc = subprocess.Popen([str(py), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([str(py), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+                             "--preview-method", preview],
                             cwd=comfy, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -226,6 +228,8 @@ def main() -> int:
     ap.add_argument("--torchvision-shim", type=Path, default=os.environ.get("EMOCAST_TORCHVISION_SHIM"),
                     help="install.sh of the CPU torchvision shim (env EMOCAST_TORCHVISION_SHIM)")
     ap.add_argument("--keep-running", action="store_true", help="leave the server running at the end")
+    ap.add_argument("--preview-method", default="latent2rgb", choices=("none", "auto", "latent2rgb", "taesd"),
+                    help="ComfyUI's --preview-method for the server (default latent2rgb: the sampler's step previews)")
     a = ap.parse_args()
     comfy = a.comfyui.resolve()
     if ROOT in comfy.parents or comfy == ROOT:
@@ -235,7 +239,7 @@ def main() -> int:
     log_path = comfy / "emocast_smoke.log"
     report: dict = {"comfyui": str(comfy), "checks": {}}
     t0 = time.time()
-    proc = start_server(comfy, py, a.port, log_path)
+    proc = start_server(comfy, py, a.port, log_path, a.preview_method)
     report["startup_s"] = round(time.time() - t0, 1)
     try:
         log = log_path.read_text(errors="replace")

@@ -13,16 +13,27 @@
 // frontend's own missing-node check), checks no node is missing or broken, the widget values survive a
 // load / serialize round trip and the layout holds as the frontend draws it (layoutCheck: no two nodes closer than
 // MIN_GAP, title bars, "EmoCAST" badges and the sizes the frontend computes included; every Markdown note shows its
-// whole text). It picks presets of EmoCAST Encode Emotion from the canvas's combo menu and
+// whole text). Missing models (issue 15): the frontend's Missing Models dialog (shown by loadGraphData when the
+// setting Comfy.Workflow.ShowMissingModelsWarning is on) must list, as "directory / name" with the URL, every
+// properties.models entry the frontend takes (its name is one of the node's widget values: the selected model)
+// that the server lacks (GET /api/experiment/models/<directory>; on the tiny-model setup all the real models), and
+// no folder may be unknown to the server; the entries it cannot take (the antelopev2 files of Load Face Analysis,
+// whose widget names the pack folder, not a file) are reported under missing_models.*.not_listable. It picks
+// presets of EmoCAST Encode Emotion from the canvas's combo menu and
 // checks the prompt follows (locked and faded once for a preset, editable for "custom", typed text reaches the
 // prompt). With --run it empties the server's cache (POST /free), switches the basic workflow to the tiny
 // models (128 px, 1 step, 1 s of speech), presses Run and checks EmoCAST Encode Audio shows its frames /
 // duration line, which stays out of the saved workflow and the prompt, and the layout again (the sampler's preview
-// and the video have grown their nodes). Every browser console message and page
+// and the video have grown their nodes); live previews (issue 14): every image the server sends while a node runs
+// (the api's b_preview_with_metadata events) is recorded, and EmoCAST Sample must get at least one, which the
+// frontend puts on the node (app.nodePreviewImages), and, when the server runs with a --preview-method (as
+// comfyui_smoke.py starts it: latent2rgb), at least one step preview (latent sized, smaller than the frame; the
+// others are each clip's last frame). Every browser console message and page
 // error is recorded, ours (this pack's web/js, or naming EmoCAST) apart from ComfyUI's own. With --screenshots
 // DIR it writes basic.png and emotion_schedule.png (1600 px wide, the whole graph at ~0.6 zoom, the frontend's
-// menus included) and, with --run, basic_result.png (docs/images/comfyui_basic.png, comfyui_emotion_schedule.png
-// and comfyui_basic_run.png are these, through `pngquant 256`). Prints a JSON report; exit status 0 when every
+// menus included) and, with --run, basic_preview.png (EmoCAST Sample with its live preview, mid-run) and
+// basic_result.png (docs/images/comfyui_basic.png, comfyui_emotion_schedule.png and comfyui_basic_run.png are
+// these, through `pngquant 256`). Prints a JSON report; exit status 0 when every
 // check passed.
 import { createRequire } from "node:module";
 import fs from "node:fs";
@@ -200,6 +211,53 @@ async function layoutCheck(label) {
   return out;
 }
 
+/**
+ * What the frontend's Missing Models dialog should list for a UI workflow: the properties.models entries it takes
+ * (getSelectedModelsMetadata: only those whose name is one of the node's string widget values, so the selected
+ * model; the workflow's top-level "models" too, unfiltered), one per URL, less those the server has in the folder
+ * (GET /api/experiment/models/<directory>, the listing the frontend's model store reads).
+ */
+async function expectedMissingModels(graph) {
+  const taken = [], ignored = [];
+  for (const node of graph.nodes) {
+    const raw = Array.isArray(node.widgets_values) ? node.widgets_values : Object.values(node.widgets_values ?? {});
+    const values = new Set(raw.filter((v) => typeof v === "string" && v.trim()));
+    for (const m of node.properties?.models ?? []) {
+      if (values.has(m.name)) taken.push({ ...m, node: `${node.id} ${node.type}` });
+      else ignored.push({ ...m, node: `${node.id} ${node.type}`,
+                          why: `not a widget value of the node (${JSON.stringify([...values])})` });
+    }
+  }
+  taken.push(...(graph.models ?? []).map((m) => ({ ...m, node: "workflow" })));
+  const unique = [...new Map(taken.filter((m) => m.url || m.hash).map((m) => [m.url || m.hash, m])).values()];
+  const folders = {};
+  for (const dir of new Set(unique.map((m) => m.directory))) {
+    const r = await fetch(`${opt.url}/api/experiment/models/${encodeURIComponent(dir)}`);
+    folders[dir] = r.ok ? (await r.json()).map((x) => x.name) : null;
+  }
+  const present = unique.filter((m) => folders[m.directory]?.includes(m.name));
+  const missing = unique.filter((m) => !folders[m.directory]?.includes(m.name));
+  return { missing, present, ignored, folders };
+}
+
+/** Checks the Missing Models dialog of one workflow against what it should list (expectedMissingModels). */
+function checkMissingModels(f, rows, want) {
+  const label = (m) => `${m.directory} / ${m.name}`;
+  const byLabel = Object.fromEntries((rows ?? []).map((r) => [r.label, r]));
+  const out = { listed: rows, expected: want.missing.map((m) => ({ label: label(m), url: m.url })),
+                installed: want.present.map(label),
+                not_listable: want.ignored.map((m) => ({ label: label(m), url: m.url, node: m.node, why: m.why })) };
+  const absent = want.missing.filter((m) => !byLabel[label(m)]);
+  const wrongUrl = want.missing.filter((m) => byLabel[label(m)] && byLabel[label(m)].url !== m.url);
+  const extra = (rows ?? []).filter((r) => !want.missing.some((m) => label(m) === r.label));
+  check(`${f}: the Missing Models dialog lists every absent model of properties.models, with its URL`,
+        absent.length === 0 && wrongUrl.length === 0 && extra.length === 0 && (rows !== null || !want.missing.length),
+        { not_listed: absent.map(label), wrong_url: wrongUrl.map(label), unexpected: extra, dialog: rows !== null });
+  const invalid = (rows ?? []).filter((r) => /Invalid directory/.test(r.error ?? ""));
+  check(`${f}: every listed model's folder is known to the server`, invalid.length === 0, invalid);
+  return out;
+}
+
 /** Loads a UI workflow the way the frontend does; returns the frontend's missing node types and node states. */
 async function loadWorkflow(file, name = path.basename(file, ".json")) {
   const graph = JSON.parse(fs.readFileSync(file, "utf8"));
@@ -220,7 +278,18 @@ async function loadWorkflow(file, name = path.basename(file, ".json")) {
       };
     });
     const dialogs = [...document.querySelectorAll(".p-dialog")].map((d) => d.innerText.slice(0, 300));
-    return { missing: window.__emocastMissing ?? [], nodes, dialogs, saved_nodes: graph.nodes.length,
+    // the Missing Models dialog: one FileDownload row a model (label "directory / name", the URL as its title and
+    // the Download button's, an error message where the frontend will not download it)
+    const listbox = document.querySelector(".comfy-missing-models");
+    const missingModels = listbox && [...listbox.querySelectorAll("li[role=option], li")].map((li) => {
+      const span = li.querySelector("span[title]");
+      const buttons = [...li.querySelectorAll("button")];
+      return { label: span?.textContent.trim() ?? li.innerText.split("\n")[0], url: span?.title ?? null,
+               error: li.querySelector(".p-message")?.innerText.trim() || null,
+               download_title: buttons[0]?.title ?? null, download_disabled: buttons[0]?.disabled ?? null };
+    });
+    return { missing: window.__emocastMissing ?? [], nodes, dialogs, missing_models: missingModels ?? null,
+             saved_nodes: graph.nodes.length,
              links: app.graph.links?.size ?? Object.keys(app.graph.links ?? {}).length,
              saved_links: graph.links.length };
   }, { graph, name });
@@ -344,9 +413,30 @@ async function runBasic(file) {
       }
     }
     window.__emocastEvents = [];
+    const api = app.api ?? window.comfyAPI.api.api;
     for (const kind of ["executed", "execution_success", "execution_error", "execution_interrupted"]) {
-      (app.api ?? window.comfyAPI.api.api).addEventListener(kind, (e) => window.__emocastEvents.push({ kind, detail: e.detail }));
+      api.addEventListener(kind, (e) => window.__emocastEvents.push({ kind, detail: e.detail }));
     }
+    // live previews: every image the server sends while a node runs (the frontend's own listener, registered
+    // before this one, has already put it in app.nodePreviewImages, which the canvas draws on the node)
+    window.__emocastPreviews = [];
+    window.__emocastPlainPreviews = 0;
+    api.addEventListener("b_preview", () => window.__emocastPlainPreviews++);
+    api.addEventListener("b_preview_with_metadata", async (e) => {
+      const { blob, displayNodeId, nodeId } = e.detail;
+      const id = String(displayNodeId ?? nodeId);
+      const shown = Object.entries(app.nodePreviewImages ?? {}).some(([k, v]) => k.split(":").pop() === id && v?.length);
+      const entry = { node: id, type: blob.type, bytes: blob.size, on_node: shown };
+      window.__emocastPreviews.push(entry);
+      try {
+        const bitmap = await createImageBitmap(blob);
+        entry.size = [bitmap.width, bitmap.height];
+        bitmap.close();
+      } catch (err) {
+        entry.size = String(err);
+      }
+      setTimeout(() => { entry.node_imgs = app.graph.getNodeById(Number(id))?.imgs?.length ?? 0; }, 500);
+    });
     return problems;
   }, TINY);
   check("run: tiny models and inputs are offered by the combos", setup.length === 0, setup);
@@ -357,8 +447,17 @@ async function runBasic(file) {
                                         body: JSON.stringify({ free_memory: true }) });
   await page.waitForTimeout(3000);
   await frame();
+  const sampler = await page.evaluate(() => String(app.graph.nodes.find((n) => n.type === "EmoCAST_Sample")?.id));
   await page.locator('[data-testid="queue-button"]').first().click();
   const t0 = Date.now();
+  if (opt.screenshots) {
+    // a screenshot while the sampler shows its preview (the second one: the first clip's frame is in)
+    await page.waitForFunction((id) => window.__emocastPreviews.filter((p) => p.node === id).length >= 2 ||
+                               window.__emocastEvents.some((e) => e.kind !== "executed"), sampler,
+                               { timeout: Number(opt["run-timeout"]) * 1000, polling: 200 }).catch(() => {});
+    await frame({ ids: [Number(sampler)], maxScale: 1.5 });
+    await screenshot("basic_preview.png");
+  }
   const done = await page.waitForFunction(
     () => window.__emocastEvents.find((e) => e.kind !== "executed"), null,
     { timeout: Number(opt["run-timeout"]) * 1000, polling: 1000 }).then((h) => h.jsonValue());
@@ -380,6 +479,26 @@ async function runBasic(file) {
         !("emocast_length" in (after[audioNode]?.inputs ?? {})), out);
   const events = await page.evaluate(() => window.__emocastEvents.map((e) => e.kind));
   out.events = events;
+  // live previews of EmoCAST Sample: one a clip (its last frame, resolution px) and, when the server runs with a
+  // --preview-method, one a step (ComfyUI's latent previewer: the latents' size, resolution / 8)
+  const previews = await page.evaluate(() => window.__emocastPreviews);
+  const method = (report.server_argv ?? []).join(" ").match(/--preview-method[ =](\S+)/)?.[1] ?? "none";
+  const clips = Number(/(\d+) clips? of/.exec(out.encode_audio.text ?? "")?.[1] ?? NaN);
+  const mine = previews.filter((p) => p.node === sampler);
+  const steps = mine.filter((p) => Array.isArray(p.size) && p.size[0] < TINY.resolution);
+  out.previews = { sampler, server_preview_method: method, received: previews.length,
+                   plain_b_preview_events: await page.evaluate(() => window.__emocastPlainPreviews),
+                   sampler_previews: mine.length, sampler_step_previews: steps.length,
+                   expected_sampler_previews: method === "none" ? clips : clips * (TINY.steps + 1),
+                   shown_on_node: mine.filter((p) => p.on_node).length,
+                   node_imgs_after: mine.filter((p) => p.node_imgs > 0).length,
+                   sizes: [...new Set(mine.map((p) => JSON.stringify(p.size)))],
+                   other_nodes: [...new Set(previews.filter((p) => p.node !== sampler).map((p) => p.node))] };
+  check("run: live previews reach EmoCAST Sample while it samples, and the frontend shows them on the node",
+        mine.length > 0 && mine.some((p) => p.on_node), out.previews);
+  if (method !== "none") {
+    check(`run: step previews (--preview-method ${method}) reach EmoCAST Sample`, steps.length > 0, out.previews);
+  }
   await frame({ top: true });
   await screenshot("basic_result.png");
   await layoutCheck("emocast_basic.json after the run");
@@ -400,6 +519,12 @@ try {
     return { version: window.__COMFYUI_FRONTEND_VERSION__, extensions: app.extensions.map((e) => e.name) };
   });
   report.frontend = ext.version;
+  const stats = await (await fetch(`${opt.url}/api/system_stats`)).json();
+  report.comfyui = stats.system?.comfyui_version;
+  report.server_argv = stats.system?.argv;
+  const warn = await page.evaluate(() => app.extensionManager.setting.get("Comfy.Workflow.ShowMissingModelsWarning"));
+  check("the frontend's Missing Models warning is on (Comfy.Workflow.ShowMissingModelsWarning)", warn === true,
+        "off in this ComfyUI's user settings (Settings > Workflow, or comfy.settings.json): the dialog is not shown");
   check("web extension EmoCAST.nodes registered", ext.extensions.includes("EmoCAST.nodes"), ext.extensions);
   // screenshots: no minimap, and of the workflow tabs only the open one
   await page.addStyleTag({ content: ".minimap-main-container{display:none!important}" +
@@ -424,6 +549,8 @@ try {
     // frontend offers them in its Missing Models dialog (by design); any other dialog is a failure
     const other = r.dialogs.filter((d) => !d.startsWith("Missing Models"));
     check(`${f}: no dialog but Missing Models after loading`, other.length === 0, other);
+    const graph = JSON.parse(fs.readFileSync(path.join(opt.workflows, f), "utf8"));
+    (report.missing_models ??= {})[f] = checkMissingModels(f, r.missing_models, await expectedMissingModels(graph));
     const shot = { "emocast_basic.json": "basic.png", "emocast_emotion_schedule.json": "emotion_schedule.png" }[f];
     if (shot) {
       await frame({ top: true });

@@ -258,7 +258,7 @@ def graph(notes: list[N], emotion: N, paste: bool, prefix: str) -> list:
     sample = {"model": (3, 0), "vae": (4, 0), "face": (8, 0), "audio_features": (10, 0), "emotion": (6, 0)}
     columns = [
         notes,
-        [N(3, "EmoCAST_LoadModel", (320, 106), {"ckpt_name": MODELS["ckpt_name"]}),
+        [N(3, "EmoCAST_LoadModel", (320, 130), {"ckpt_name": MODELS["ckpt_name"]}),  # 4 widgets
          N(4, "VAELoader", (320, 58), {"vae_name": MODELS["vae_name"]}),
          N(5, "EmoCAST_LoadTextEncoder", (320, 82), {"clip_name": MODELS["clip_name"]}),
          N(7, "EmoCAST_LoadFaceAnalysis", (320, 106), {"insightface": MODELS["insightface"]}),
