@@ -26,14 +26,14 @@
 // duration line, which stays out of the saved workflow and the prompt, and the layout again (the sampler's preview
 // and the video have grown their nodes); live previews (issue 14): every image the server sends while a node runs
 // (the api's b_preview_with_metadata events) is recorded, and EmoCAST Sample must get at least one, which the
-// frontend puts on the node (app.nodePreviewImages), and, when the server runs with a --preview-method (as
-// comfyui_smoke.py starts it: latent2rgb), at least one step preview (latent sized, smaller than the frame; the
-// others are each clip's last frame). Every browser console message and page
+// frontend puts on the node (app.nodePreviewImages), and their number must be one a clip (its last frame) plus,
+// when the server runs with a --preview-method (comfyui_smoke.py starts it with latent2rgb), one a sampling step
+// (ComfyUI's latent preview). Every browser console message and page
 // error is recorded, ours (this pack's web/js, or naming EmoCAST) apart from ComfyUI's own. With --screenshots
 // DIR it writes basic.png and emotion_schedule.png (1600 px wide, the whole graph at ~0.6 zoom, the frontend's
-// menus included) and, with --run, basic_preview.png (EmoCAST Sample with its live preview, mid-run) and
-// basic_result.png (docs/images/comfyui_basic.png, comfyui_emotion_schedule.png and comfyui_basic_run.png are
-// these, through `pngquant 256`). Prints a JSON report; exit status 0 when every
+// menus included) and, with --run, basic_preview.png (EmoCAST Sample alone, mid-run, showing its live preview)
+// and basic_result.png (docs/images/comfyui_basic.png, comfyui_emotion_schedule.png, comfyui_sample_preview.png
+// and comfyui_basic_run.png are these, through `pngquant 256`). Prints a JSON report; exit status 0 when every
 // check passed.
 import { createRequire } from "node:module";
 import fs from "node:fs";
@@ -124,18 +124,27 @@ async function frame({ ids = null, margin = 24, maxScale = 1, minScale = 0.6, to
   return scale;
 }
 
-/** The page, cut below the graph's lowest node (with the frontend's menus and side bar). */
-async function screenshot(name) {
+/** The page, cut below the graph's lowest node (with the frontend's menus and side bar), or around one node. */
+async function screenshot(name, nodeId = null) {
   if (!opt.screenshots) return;
   fs.mkdirSync(opt.screenshots, { recursive: true });
   await page.mouse.move(1599, 999); // no hover highlight on a node
   await page.waitForTimeout(300);
-  const bottom = await page.evaluate(() => {
-    const y = Math.max(...app.graph.nodes.map((n) => n.boundingRect[1] + n.boundingRect[3]));
-    return app.canvasPosToClientPos([0, y])[1];
-  });
+  const box = await page.evaluate((id) => {
+    const nodes = id === null ? app.graph.nodes : [app.graph.getNodeById(id)];
+    const [x, y] = app.canvasPosToClientPos([Math.min(...nodes.map((n) => n.boundingRect[0])),
+                                             Math.min(...nodes.map((n) => n.boundingRect[1]))]);
+    const [right, bottom] = app.canvasPosToClientPos([
+      Math.max(...nodes.map((n) => n.boundingRect[0] + n.boundingRect[2])),
+      Math.max(...nodes.map((n) => n.boundingRect[1] + n.boundingRect[3]))]);
+    return { x, y, right, bottom };
+  }, nodeId);
   const { width, height } = page.viewportSize();
-  const clip = { x: 0, y: 0, width, height: Math.min(height, Math.ceil(bottom + 24)) };
+  const m = 24;
+  const clip = nodeId === null ? { x: 0, y: 0, width, height: Math.min(height, Math.ceil(box.bottom + m)) } : {
+    x: Math.max(0, Math.floor(box.x - m)), y: Math.max(0, Math.floor(box.y - 2 * m)), // the badge above the title
+    width: Math.min(width, Math.ceil(box.right + m)) - Math.max(0, Math.floor(box.x - m)),
+    height: Math.min(height, Math.ceil(box.bottom + m)) - Math.max(0, Math.floor(box.y - 2 * m)) };
   await page.screenshot({ path: path.join(opt.screenshots, name), clip });
   (report.screenshots ??= []).push(path.join(opt.screenshots, name));
 }
@@ -455,8 +464,8 @@ async function runBasic(file) {
     await page.waitForFunction((id) => window.__emocastPreviews.filter((p) => p.node === id).length >= 2 ||
                                window.__emocastEvents.some((e) => e.kind !== "executed"), sampler,
                                { timeout: Number(opt["run-timeout"]) * 1000, polling: 200 }).catch(() => {});
-    await frame({ ids: [Number(sampler)], maxScale: 1.5 });
-    await screenshot("basic_preview.png");
+    await frame({ ids: [Number(sampler)], maxScale: 1 });
+    await screenshot("basic_preview.png", Number(sampler));
   }
   const done = await page.waitForFunction(
     () => window.__emocastEvents.find((e) => e.kind !== "executed"), null,
@@ -479,26 +488,25 @@ async function runBasic(file) {
         !("emocast_length" in (after[audioNode]?.inputs ?? {})), out);
   const events = await page.evaluate(() => window.__emocastEvents.map((e) => e.kind));
   out.events = events;
-  // live previews of EmoCAST Sample: one a clip (its last frame, resolution px) and, when the server runs with a
-  // --preview-method, one a step (ComfyUI's latent previewer: the latents' size, resolution / 8)
+  // live previews of EmoCAST Sample: one a clip (its last frame) and, when the server runs with a --preview-method,
+  // one a step (ComfyUI's latent previewer). The server scales each to --preview-size (ImageOps.contain, 512 px by
+  // default), so only their number tells them apart: clips x (steps + 1), or clips without a preview method.
   const previews = await page.evaluate(() => window.__emocastPreviews);
   const method = (report.server_argv ?? []).join(" ").match(/--preview-method[ =](\S+)/)?.[1] ?? "none";
   const clips = Number(/(\d+) clips? of/.exec(out.encode_audio.text ?? "")?.[1] ?? NaN);
   const mine = previews.filter((p) => p.node === sampler);
-  const steps = mine.filter((p) => Array.isArray(p.size) && p.size[0] < TINY.resolution);
+  const expected = method === "none" ? clips : clips * (TINY.steps + 1);
   out.previews = { sampler, server_preview_method: method, received: previews.length,
                    plain_b_preview_events: await page.evaluate(() => window.__emocastPlainPreviews),
-                   sampler_previews: mine.length, sampler_step_previews: steps.length,
-                   expected_sampler_previews: method === "none" ? clips : clips * (TINY.steps + 1),
+                   sampler_previews: mine.length, clips, steps: TINY.steps, expected_sampler_previews: expected,
                    shown_on_node: mine.filter((p) => p.on_node).length,
                    node_imgs_after: mine.filter((p) => p.node_imgs > 0).length,
                    sizes: [...new Set(mine.map((p) => JSON.stringify(p.size)))],
                    other_nodes: [...new Set(previews.filter((p) => p.node !== sampler).map((p) => p.node))] };
   check("run: live previews reach EmoCAST Sample while it samples, and the frontend shows them on the node",
         mine.length > 0 && mine.some((p) => p.on_node), out.previews);
-  if (method !== "none") {
-    check(`run: step previews (--preview-method ${method}) reach EmoCAST Sample`, steps.length > 0, out.previews);
-  }
+  check(`run: EmoCAST Sample sent one preview a clip${method === "none" ? "" : ` and one a step (--preview-method ${
+    method})`}`, mine.length === expected, out.previews);
   await frame({ top: true });
   await screenshot("basic_result.png");
   await layoutCheck("emocast_basic.json after the run");

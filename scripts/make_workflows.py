@@ -198,7 +198,7 @@ TITLE_H = 30  # LiteGraph.NODE_TITLE_HEIGHT
 BADGE_H = 22  # the source badge of custom nodes and its 2 px gap
 GAP = 24  # between two nodes of a column, box to box
 COL_GAP = 50  # between two columns
-PREVIEW_H = 220  # what a node grows by when it shows an image (the frontend's preview widget's least height)
+PREVIEW_H = 250  # what a node grows by when it shows an image (frontend 1.27.10: 248, a 220 px image + margins)
 NOTE_W = 520  # the models table needs about 440 px at its narrowest
 VIEW = (0.65, 30, 40)  # the view a workflow opens at: scale, left and top margin on screen (px)
 
