@@ -434,7 +434,8 @@ async function runBasic(file) {
     api.addEventListener("b_preview_with_metadata", async (e) => {
       const { blob, displayNodeId, nodeId } = e.detail;
       const id = String(displayNodeId ?? nodeId);
-      const shown = Object.entries(app.nodePreviewImages ?? {}).some(([k, v]) => k.split(":").pop() === id && v?.length);
+      const shown = Object.entries(app.nodePreviewImages ?? {})
+        .some(([k, v]) => k.split(":").pop() === id && v?.length);
       const entry = { node: id, type: blob.type, bytes: blob.size, on_node: shown };
       window.__emocastPreviews.push(entry);
       try {
