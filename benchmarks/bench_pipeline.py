@@ -8,6 +8,9 @@ Scenarios, each in a fresh subprocess so peak RSS is its own:
   realsize  the real-size architecture (2.49 B-parameter Net, SD VAE shapes; weights zero, values do
             not matter for speed) at --size px, --clip-length frames, --steps steps, CFG, on the CPU.
   gpu       (CUDA only) real size at 512 px, 16 frames, fp16.
+  compile   (only with --only compile: ~10 min, ~2x the weights' RAM) real size on the CPU, random weights:
+            one CFG denoiser call eager vs `--compile` in the same process (fastest of --repeat calls
+            each, alternating), compile seconds, peak RSS, max abs vs eager.
   presets   each speed preset (exact / balanced / fast): on the tiny PUBLIC case, run in full (denoiser
             seconds, passes, PSNR / max abs vs exact); at real size on the CPU, the cost of one call of
             each kind (guided / conditional-only, full / shallow) times the preset's step plan
@@ -212,6 +215,60 @@ def worker_presets(args) -> dict:
                                 for (g, sh), c in cost.items()}, "size": args.size, "clip_length": args.clip_length}
 
 
+def worker_compile(args) -> dict:
+    """Real size on the CPU: one guided denoiser call, eager vs `--compile` (emocast.models.compile), same process.
+
+    Random weights (zeros could let a compiler skip work), alternating calls so the machine's load hits both;
+    the figure is the fastest of --repeat calls each. Also the compile time, the peak RSS it adds (freezing
+    packs a second copy of the weights) and how far the compiled output is from the eager one."""
+    import torch
+
+    from emocast.models.compile import compile_denoiser
+    from emocast.pipeline.sampler import denoise_inputs, prepare_clip
+
+    net, vae, clip, noise = _realsize_parts(args)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in net.parameters():  # fan-in scaled, so activations stay O(1) through 2.49 B parameters
+            p.copy_(torch.randn(p.shape, generator=g) * (p[0].numel() ** -0.5 if p.dim() > 1 else 0.02))
+    unet = net.denoising_unet
+    eager = unet.forward
+    rss0 = peak_rss_mib()
+    with torch.no_grad():
+        ctx_c, ctx_u, bank = prepare_clip(net, vae, clip, cfg=True)
+        inputs = denoise_inputs(clip, ctx_c, ctx_u, (1.0, 1.0, 1.0), bank, True, reuse=False)
+        x, t = noise.repeat(2, 1, 1, 1), torch.tensor(500)
+
+        def call(fn):
+            t0 = time.perf_counter()
+            y = fn(x, t, inputs)
+            return y, time.perf_counter() - t0
+        y_eager, _ = call(eager)  # warm-up
+        rss_eager = peak_rss_mib()
+        compiled = compile_denoiser(net)
+        y_comp, compile_s = call(compiled)
+        times = {"eager": [], "compiled": []}
+        for _ in range(args.repeat):
+            times["eager"].append(call(eager)[1])
+            times["compiled"].append(call(compiled)[1])
+    d = (y_comp - y_eager).abs()
+    best = {k: min(v) for k, v in times.items()}
+    return {"scenario": "compile", "threads": torch.get_num_threads(), "size": args.size,
+            "clip_length": args.clip_length, "freezing": compiled.freezing, "error": compiled.error,
+            "compile_s": compile_s, "calls_s": times, "eager_s": best["eager"], "compiled_s": best["compiled"],
+            "speedup": best["eager"] / best["compiled"], "max_abs_vs_eager": float(d.max()),
+            "mean_abs_vs_eager": float(d.mean()), "mean_abs_output": float(y_eager.abs().mean()),
+            "peak_rss_mib_before": rss0, "peak_rss_mib_eager": rss_eager, "peak_rss_mib": peak_rss_mib()}
+
+
+def print_compile(r: dict) -> None:
+    print(f"  --compile, real size {r['size']} px x {r['clip_length']} frames, one CFG call (freezing "
+          f"{r['freezing']}): eager {r['eager_s']:.1f} s, compiled {r['compiled_s']:.1f} s ({r['speedup']:.2f}x), "
+          f"compile {r['compile_s']:.0f} s, max / mean abs vs eager {r['max_abs_vs_eager']:.2g} / "
+          f"{r['mean_abs_vs_eager']:.2g} (outputs ~{r['mean_abs_output']:.2g}), peak RSS "
+          f"{r['peak_rss_mib_eager'] / 1024:.1f} -> {r['peak_rss_mib'] / 1024:.1f} GiB")
+
+
 def print_presets(r: dict) -> None:
     print(f"  speed presets (tiny PUBLIC case in full; real size {r['size']} px x {r['clip_length']} frames on the "
           f"CPU: per-call cost {', '.join(f'{k} {v:.1f} s' for k, v in r['realsize_call_s'].items())} x step plan)")
@@ -248,7 +305,7 @@ def run_oracle(args) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["tiny", "realsize", "gpu", "presets"])
+    ap.add_argument("--only", choices=["tiny", "realsize", "gpu", "presets", "compile"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--clip-length", type=int, default=8)
@@ -270,7 +327,7 @@ def main():
         import torch
 
         torch.set_num_threads(args.threads)
-        rec = {"tiny": worker_tiny, "realsize": worker_realsize, "presets": worker_presets,
+        rec = {"tiny": worker_tiny, "realsize": worker_realsize, "presets": worker_presets, "compile": worker_compile,
                "gpu": lambda a: worker_realsize(a, "cuda", "fp16")}[args.worker](args)
         print(json.dumps(rec))
         return
@@ -282,8 +339,8 @@ def main():
     oracle = run_oracle(args) if args.oracle_tools else None
     print(f"\nEmoCAST sampler benchmark ({args.threads} threads)")
     for n, r in results.items():
-        if n == "presets":
-            print_presets(r)
+        if n in ("presets", "compile"):
+            (print_presets if n == "presets" else print_compile)(r)
             continue
         print(f"  {r['scenario']:22s} {r['s_per_denoiser_step']:.3f} s/denoiser step, reference "
               f"{sum(r['reference_s']):.2f} s, VAE decode {sum(r['vae_decode_s']):.2f} s, "
@@ -291,6 +348,12 @@ def main():
               + (f", peak CUDA {r['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in r else ""))
     if oracle:
         print("  the authors' pipeline, same machine, same run (ratio > 1: ours is faster):")
+        runs = oracle.get("scenarios", {}).get("realsize", {}).get("runs")
+        if runs and "compile" in results:
+            theirs, mine = runs[-1]["s_per_denoising_step"], results["compile"]
+            print(f"    realsize  {theirs:.3f} s/denoiser step vs ours eager {mine['eager_s']:.3f} "
+                  f"(x{theirs / mine['eager_s']:.2f}), --compile {mine['compiled_s']:.3f} "
+                  f"(x{theirs / mine['compiled_s']:.2f})")
         for key, ours in (("public", "tiny"), ("realsize", "realsize")):
             runs = oracle.get("scenarios", {}).get(key, {}).get("runs")
             if not runs or ours not in results:

@@ -41,6 +41,9 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
                         "(0: load it whole; same frames, slower)")
     g.add_argument("--weights", choices=("default", "fp8"), default="default",
                    help="weight storage: fp8 halves the network's weight memory vs fp16 (frames change slightly)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the denoiser (exact tier, faster per step after a compile of minutes on a "
+                        "CPU; frames within float noise, not bit-identical; not with --vram-budget)")
 
 
 def add_inputs(p: argparse.ArgumentParser) -> None:

@@ -155,6 +155,10 @@ def load_models(models_dir, args, device, dtype):
         from .models import offload
 
         offload.attach(net, device, int(args.vram_budget * 2 ** 30))
+    if getattr(args, "compile", False):
+        from .models.compile import compile_denoiser
+
+        compile_denoiser(net)
     analyser = FaceAnalyser(models_dir / mf.INSIGHTFACE.key)
     tasks = mf.candidates(models_dir, mf.LANDMARKER)
     return Models(

@@ -38,9 +38,10 @@ def _what_fits(net, size: int, clip_length: int, cfg: float, dtype: torch.dtype)
 
 
 def sample_clips(model, vae, face, audio_features, emotion, settings: SamplingSettings, vram_budget_gb: float,
-                 unique_id=None):
+                 unique_id=None, torch_compile: bool = False):
     """The clips as [n, H, W, 3] float32 tensors on the CPU, under ComfyUI's memory manager, progress (with
     step previews) and Cancel; memory is released when the generator ends (or is closed)."""
+    from ..emocast.models import compile as compiled
     from ..emocast.pipeline.clips import generate_clips
 
     if host.is_host_vae(vae):
@@ -56,6 +57,12 @@ def sample_clips(model, vae, face, audio_features, emotion, settings: SamplingSe
         from ..emocast.models import offload
 
         keep = [] if offload.is_managed(net) else [model.patcher]  # block swap: never load the network whole
+        if torch_compile and offload.is_managed(net):
+            log.warning("EmoCAST: torch_compile is off for this run: the network runs with block swap.")
+        if torch_compile and not offload.is_managed(net):
+            compiled.compile_denoiser(net)
+        else:
+            compiled.uncompile(net)
         codec = host.HostVAECodec(vae, keep_loaded=keep) if host.is_host_vae(vae) else vae.model
         clips = audio_features.clips
         total = clips * steps
@@ -148,11 +155,12 @@ class Sample:
                         unique_id)
 
     def run(self, model, vae, face, audio_features, emotion, settings: SamplingSettings, vram_budget_gb=0.0,
-            unique_id=None):
+            unique_id=None, torch_compile=False):
         frames = torch.empty((audio_features.features.num_frames, face.size, face.size, 3), dtype=torch.float32,
                              device=host.intermediate_device())
         done = 0
-        for clip in sample_clips(model, vae, face, audio_features, emotion, settings, vram_budget_gb, unique_id):
+        for clip in sample_clips(model, vae, face, audio_features, emotion, settings, vram_budget_gb, unique_id,
+                                 torch_compile):
             frames[done:done + clip.shape[0]] = clip
             done += clip.shape[0]
         return (frames,)
@@ -181,14 +189,20 @@ class SampleAdvanced(Sample):
                               "tooltip": "Run the whole UNet every N steps and only its outermost level in "
                                          "between, on the deep features kept from the last full step (1 = off)."}),
         })
+        spec["optional"]["torch_compile"] = ("BOOLEAN", {
+            "default": False, "tooltip": "torch.compile the denoiser: faster steps after a compile of minutes on the "
+                                         "first run (and once more for each new size or step kind); frames within "
+                                         "float noise of the eager ones, not bit-identical. Off with block swap; "
+                                         "falls back to eager, with a warning, when compiling fails."})
         return spec
 
     def sample(self, model, vae, face, audio_features, emotion, steps, cfg, seed, pose_weight, face_weight,
                lip_weight, vae_batch, sampler="ddim", cfg_start=0.0, cfg_end=1.0, reuse=1, vram_budget_gb=0.0,
-               unique_id=None):
+               torch_compile=False, unique_id=None):
         settings = _settings(audio_features, steps, cfg, seed, pose_weight, face_weight, lip_weight, vae_batch,
                              sampler=sampler, cfg_window=(cfg_start, cfg_end), reuse=reuse)
-        return self.run(model, vae, face, audio_features, emotion, settings, vram_budget_gb, unique_id)
+        return self.run(model, vae, face, audio_features, emotion, settings, vram_budget_gb, unique_id,
+                        torch_compile)
 
 
 class SampleToVideo:

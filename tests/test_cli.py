@@ -93,3 +93,8 @@ def test_generate_with_a_vram_budget_gives_the_same_video_and_fp8_a_close_one(de
     full = generate("full.mp4")
     assert np.array_equal(generate("swap.mp4", "--vram-budget", "0.05"), full)
     assert 0 < np.abs(generate("fp8.mp4", "--weights", "fp8") - full).mean() < 25  # of 255: near, not equal (~25 dB)
+    out = run_cli("generate", "--image", str(ROOT / "emocast/demo/assets/portrait_astronaut_512.png"), "--audio",
+                  str(tmp_path / "short.wav"), "--prompt", "happy", "--models", str(d / "models"),
+                  "--out", str(tmp_path / "x.mp4"), "--compile", "--vram-budget", "1")
+    assert out.returncode == 2 and "torch.compile cannot run with block swap" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "x.mp4").exists()

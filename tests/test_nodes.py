@@ -301,6 +301,32 @@ def test_sampler_swaps_blocks_when_memory_is_short(pack, fresh, basic_run, monke
 
 
 @pytest.mark.slow  # needs the workflow run (basic_run)
+def test_advanced_sampler_compiles_on_request_never_with_block_swap(pack, fresh, basic_run, monkeypatch, caplog):
+    graph, outputs, *_ = basic_run
+    inputs = _sample_inputs(graph, outputs)
+    inputs.pop("preset", None)  # the advanced sampler has the knobs instead
+    compiled, offload = lib(pack, "emocast.models.compile"), lib(pack, "emocast.models.offload")
+    net, eager = inputs["model"].model, outputs[_node(graph, "EmoCAST_Sample")][0]
+    calls = []  # torch.compile itself (minutes; its frames: tests/test_compile.py) stands aside for the wiring
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or fn)
+    advanced = pack.NODE_CLASS_MAPPINGS["EmoCAST_SampleAdvanced"]()
+    try:
+        (frames,) = advanced.sample(**inputs, torch_compile=True)
+        assert compiled.is_compiled(net) and calls == [{"dynamic": False, "options": {"freezing": True}}]
+        assert torch.equal(frames, eager)
+        pack.NODE_CLASS_MAPPINGS["EmoCAST_Sample"]().sample(**inputs)  # a sampler without the toggle: eager again
+        assert not compiled.is_compiled(net)
+        need = lib(pack, "nodes.sampling").working_memory(net, inputs["face"].size, 4, inputs["cfg"],
+                                                          inputs["model"].dtype)
+        fresh.free_memory = need + offload.nbytes(net) // 2  # block swap for this run
+        with caplog.at_level("WARNING"):
+            advanced.sample(**inputs, torch_compile=True)
+        assert not compiled.is_compiled(net) and "torch_compile is off for this run" in caplog.text
+    finally:
+        compiled.uncompile(net)
+
+
+@pytest.mark.slow  # needs the workflow run (basic_run)
 def test_sampler_refuses_only_when_one_block_cannot_fit_and_says_what_would(pack, fresh, basic_run):
     graph, outputs, *_ = basic_run
     inputs = _sample_inputs(graph, outputs)
