@@ -9,7 +9,8 @@ one-step warm-up. Per preset: ReferenceNet + denoising loop + VAE decode seconds
 denoiser passes, peak CUDA memory, PSNR / max abs of the frames vs the first preset (meaningless with
 the zero weights of the real-size Net; the tiny Net has the demo's rule weights). Needs only torch, diffusers, transformers and safetensors.
 Without CUDA it prints a message and exits 0, unless --tiny (the tiny demo Net at 128 px, 6 frames:
-checks the script itself on a CPU in seconds) or --device cpu.
+checks the script itself on a CPU in seconds) or --device cpu. --compile adds every preset again with the
+denoiser compiled (torch.compile), for the exact tier's compiled speed beside the eager one.
 """
 from __future__ import annotations
 
@@ -126,6 +127,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None, help="default cuda")
     ap.add_argument("--vae-batch", type=int, default=4)
     ap.add_argument("--tiny", action="store_true", help="the tiny demo Net (tests the script on a CPU)")
+    ap.add_argument("--compile", action="store_true",
+                    help="then the same presets with the denoiser compiled (emocast.models.compile; an untimed run "
+                         "of each compiles its shapes first), named <preset>+compile")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -151,14 +155,23 @@ def main(argv=None) -> int:
     base = SamplingSettings(clip_length=frames, vae_batch=args.vae_batch)
     run_preset(net, vae, clip, noise, apply_preset(base, "exact", steps=1), device)  # warm-up (kernels, allocator)
     results = {}
-    for name in [p.strip() for p in args.presets.split(",") if p.strip()]:
-        results[name] = rec = run_preset(net, vae, clip, noise, settings_for(base, name), device)
+    names = [p.strip() for p in args.presets.split(",") if p.strip()]
+    runs = [(name, name, False) for name in names] + [(f"{n}+compile", n, True) for n in names if args.compile]
+    for label, name, compiled in runs:
+        if compiled:
+            from emocast.models.compile import compile_denoiser
+
+            compile_denoiser(net)
+            t1 = time.perf_counter()
+            run_preset(net, vae, clip, noise, settings_for(base, name), device)
+            print(f"  {label}: compiled its shapes in {time.perf_counter() - t1:.0f} s", flush=True)
+        results[label] = rec = run_preset(net, vae, clip, noise, settings_for(base, name), device)
         first = results[next(iter(results))]
         ratio = first["denoise_s"] / rec["denoise_s"]
         video = rec.pop("video")
         first.setdefault("video", video)
         rec["psnr_vs_first"], rec["max_abs_vs_first"] = psnr(video, first["video"]), float((video - first["video"]).abs().max())
-        print(f"  {name:9s} {rec['sampler']:8s} {rec['steps']:2d} steps  clip {rec['clip_s']:7.2f} s  "
+        print(f"  {label:9s} {rec['sampler']:8s} {rec['steps']:2d} steps  clip {rec['clip_s']:7.2f} s  "
               f"denoiser {rec['denoise_s']:7.2f} s ({ratio:.2f}x vs {next(iter(results))})  "
               f"passes {rec['denoiser_passes']}" + (f" ({rec['shallow_passes']} shallow)" if rec["shallow_passes"] else "")
               + (f"  peak VRAM {rec['peak_vram_gib']:.2f} GiB" if "peak_vram_gib" in rec else "")

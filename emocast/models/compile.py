@@ -1,11 +1,12 @@
 """Opt-in `torch.compile` of the denoising UNet: the exact tier's fastest path.
 
 The denoiser is nearly all of a run's time. Compiled by inductor it does the same arithmetic in fused
-kernels; on the CPU with weight *freezing* (the weights become constants, packed once into the layouts
-oneDNN / MKL multiply fastest) it is where the CPU gain comes from (README, "Speed presets"). The frames
-move by float noise (PUBLIC case: 6e-6 max abs from the authors' golden, the band is 5e-3), never bit for
-bit, so it is off by default. The first call of each input shape compiles (minutes on a CPU, the run says
-so); a new shape (a guided vs a conditional-only step, another size or clip length) compiles once more.
+kernels, for CUDA users (not measured there yet: benchmarks/bench_gpu_presets.py --compile). On the CPU it
+uses weight *freezing* (the weights become constants, packed once for oneDNN / MKL), the only CPU setting
+that was not slower than eager, yet at real size it only matches eager (README, "Speed presets"). The
+frames move by float noise (PUBLIC case: 6e-6 max abs from the authors' golden, the band is 5e-3), never
+bit for bit, so it is off by default. The first call of each input shape compiles (minutes on a CPU, the
+run says so); a new shape (a guided vs a conditional-only step, another size or clip length) compiles again.
 
 Freezing folds the weights in, so it is used only where they never move or change after the first call:
 on the CPU and not with fp8 storage (it would fold every upcast weight in at full size). Block swap moves
