@@ -47,8 +47,8 @@ class CompiledDenoiser:
         shape = (tuple(latents.shape), latents.dtype, inputs.reuse is not None and inputs.reuse.shallow)
         first = shape not in self.shapes
         if first:
-            log.info("EmoCAST: compiling the denoiser for %s latents (once per shape; minutes on a CPU)...",
-                     "x".join(map(str, latents.shape)))
+            log.info("EmoCAST: compiling the denoiser for %s latents%s (once per shape; minutes on a CPU)...",
+                     "x".join(map(str, latents.shape)), ", outer levels only" if shape[2] else "")
             t0 = time.perf_counter()
         try:
             out = self.compiled(latents, t, inputs)
