@@ -9,26 +9,35 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
 from .conditioning import SamplingSettings
 from .pipeline.clips import Progress, generate_clips
 
+if TYPE_CHECKING:  # for the annotations only: importing them here would load every network's module
+    from .models.clip_text import TextEncoder
+    from .models.net import EmoCASTNet
+    from .models.vae import VAECodec
+    from .models.wav2vec2 import Wav2Vec2Encoder
+    from .preprocess.face import FaceAnalyser
+    from .preprocess.landmarks import Landmarker
+
 log = logging.getLogger("EmoCAST")
 
 
 @dataclass
 class Models:
-    """Everything a generation needs, loaded (see emocast.demo.models / emocast.loading)."""
+    """Everything a generation needs, loaded (`load_models` below from a models folder; the tiny demo
+    ones: emocast.demo.models)."""
 
-    net: object
-    vae: object
-    text: object
-    wav2vec2: object
-    analyser: object
-    landmarker: object
+    net: EmoCASTNet
+    vae: VAECodec
+    text: TextEncoder
+    wav2vec2: Wav2Vec2Encoder
+    analyser: FaceAnalyser
+    landmarker: Landmarker
 
 
 def log_progress():
