@@ -42,8 +42,8 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", choices=("default", "fp8"), default="default",
                    help="weight storage: fp8 halves the network's weight memory vs fp16 (frames change slightly)")
     g.add_argument("--compile", action="store_true",
-                   help="torch.compile the denoiser (exact tier, faster per step after a compile of minutes on a "
-                        "CPU; frames within float noise, not bit-identical; not with --vram-budget)")
+                   help="torch.compile the denoiser (meant for CUDA GPUs, no gain measured on the CPU; compiles "
+                        "for minutes first; frames within float noise, not bit-identical; not with --vram-budget)")
 
 
 def add_inputs(p: argparse.ArgumentParser) -> None:

@@ -56,12 +56,13 @@ def sample_clips(model, vae, face, audio_features, emotion, settings: SamplingSe
     try:
         from ..emocast.models import offload
 
-        keep = [] if offload.is_managed(net) else [model.patcher]  # block swap: never load the network whole
-        if torch_compile and offload.is_managed(net):
-            log.warning("EmoCAST: torch_compile is off for this run: the network runs with block swap.")
-        if torch_compile and not offload.is_managed(net):
+        swapping = offload.is_managed(net)
+        keep = [] if swapping else [model.patcher]  # block swap: never load the network whole
+        if torch_compile and not swapping:
             compiled.compile_denoiser(net)
         else:
+            if torch_compile:
+                log.warning("EmoCAST: torch_compile is off for this run: the network runs with block swap.")
             compiled.uncompile(net)
         codec = host.HostVAECodec(vae, keep_loaded=keep) if host.is_host_vae(vae) else vae.model
         clips = audio_features.clips
@@ -190,10 +191,11 @@ class SampleAdvanced(Sample):
                                          "between, on the deep features kept from the last full step (1 = off)."}),
         })
         spec["optional"]["torch_compile"] = ("BOOLEAN", {
-            "default": False, "tooltip": "torch.compile the denoiser: faster steps after a compile of minutes on the "
-                                         "first run (and once more for each new size or step kind); frames within "
-                                         "float noise of the eager ones, not bit-identical. Off with block swap; "
-                                         "falls back to eager, with a warning, when compiling fails."})
+            "default": False, "tooltip": "torch.compile the denoiser, meant for CUDA GPUs (no gain measured on the "
+                                         "CPU). Compiles for minutes on the first run (and once more for each new "
+                                         "size or step kind); frames within float noise of the eager ones, not "
+                                         "bit-identical. Off with block swap; falls back to eager, with a warning, "
+                                         "when compiling fails."})
         return spec
 
     def sample(self, model, vae, face, audio_features, emotion, steps, cfg, seed, pose_weight, face_weight,
