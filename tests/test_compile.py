@@ -1,5 +1,6 @@
 """Opt-in torch.compile of the denoiser (emocast.models.compile): the authors' frames within float noise."""
 import logging
+import os
 
 import pytest
 import torch
@@ -53,6 +54,9 @@ def test_a_failed_compile_runs_eagerly_with_one_warning(tiny_case, caplog):
 
 
 @pytest.mark.slow  # compiles the tiny denoiser: about 2-4 minutes on 2 cores
+@pytest.mark.skipif(os.environ.get("ATEN_CPU_CAPABILITY") == "default",
+                    reason="torch 2.13's inductor emits vector code its scalar-kernel build cannot compile "
+                           "(‘at::vec’ has not been declared): compile falls back to eager there")
 def test_compiled_denoiser_gives_the_authors_frames_within_float_noise(tiny_case):
     net = tiny_case.net
     wrapper = compiled.compile_denoiser(net)

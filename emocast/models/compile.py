@@ -53,13 +53,20 @@ class CompiledDenoiser:
         try:
             out = self.compiled(latents, t, inputs)
         except Exception as e:  # noqa: BLE001 - any compiler failure: the eager path is always there
-            self.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            self.error = f"{type(e).__name__}: {_reason(e)}"
             log.warning("EmoCAST: torch.compile failed (%s); running the denoiser eagerly.", self.error)
             return self.eager(latents, t, inputs)
         if first:
             self.shapes.add(shape)
             log.info("EmoCAST: compiled in %.0f s.", time.perf_counter() - t0)
         return out
+
+
+def _reason(e: Exception) -> str:
+    """The line of a compiler failure that says what failed (inductor's first line is often only a header)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    line = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "")
+    return line[:300]
 
 
 def compile_denoiser(net: nn.Module) -> CompiledDenoiser:
